@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Regenerate the golden test fixtures under tests/fixtures/ (see the docstring of
+# scripts/make_fixtures.py for the contract). Python is only used here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+    .venv/bin/pip install torch numpy safetensors
+fi
+exec .venv/bin/python scripts/make_fixtures.py "$@"

@@ -1,0 +1,48 @@
+//! Every file the project writes (images, decoders, checkpoints) goes through
+//! here: written to a temp file in the destination's directory, fsynced, then
+//! renamed over the target, so a crash or kill never leaves a half-written file.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Writes `path` atomically with the bytes `write` produces. With
+/// `overwrite == false` an existing `path` is an error (and is left untouched).
+pub fn write_with<F>(path: &Path, overwrite: bool, write: F) -> Result<()>
+where
+    F: FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> Result<()>,
+{
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create directory", dir.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".adain-tmp-")
+        .tempfile_in(dir)
+        .with_context(|| format!("{}: cannot create a temporary file", dir.display()))?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+        write(&mut w).with_context(|| format!("{}: write failed", path.display()))?;
+        w.flush().with_context(|| format!("{}: write failed", path.display()))?;
+    }
+    tmp.as_file().sync_all().with_context(|| format!("{}: fsync failed", path.display()))?;
+    if overwrite {
+        tmp.persist(path).map_err(|e| e.error).with_context(|| format!("{}: cannot rename into place", path.display()))?;
+    } else {
+        tmp.persist_noclobber(path).map_err(|e| e.error).with_context(|| {
+            format!("{}: already exists (use --overwrite to replace it)", path.display())
+        })?;
+    }
+    // Make the rename itself durable.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Atomically writes `bytes` to `path`, replacing it if it exists.
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_with(path, true, |w| Ok(w.write_all(bytes)?))
+}

@@ -1,0 +1,116 @@
+//! The two building blocks both networks are made of: a reflection-padded 3x3
+//! convolution (optionally followed by ReLU) and the reflection pad itself.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, Init, VarBuilder};
+
+/// Pads the last two dims of an NCHW tensor by reflection (no edge repeat), like
+/// `torch.nn.ReflectionPad2d((left, right, top, bottom))`.
+///
+/// Done as one gather per axis, so it is differentiable (index_select's backward
+/// is index_add) and works for any pad smaller than the side.
+pub fn reflect_pad(x: &Tensor, top: usize, bottom: usize, left: usize, right: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let x = pad_axis(x, 2, h, top, bottom)?;
+    pad_axis(&x, 3, w, left, right)
+}
+
+fn pad_axis(x: &Tensor, dim: usize, n: usize, before: usize, after: usize) -> Result<Tensor> {
+    if before == 0 && after == 0 {
+        return Ok(x.clone());
+    }
+    if before >= n || after >= n {
+        candle_core::bail!("reflection pad of {before}/{after} needs a side longer than {n}");
+    }
+    let idx: Vec<u32> = (0..before)
+        .rev()
+        .map(|i| i + 1)
+        .chain(0..n)
+        .chain((0..after).map(|i| n - 2 - i))
+        .map(|i| i as u32)
+        .collect();
+    let idx = Tensor::from_vec(idx, before + n + after, x.device())?;
+    x.contiguous()?.index_select(&idx, dim)
+}
+
+/// `ReflectionPad2d(1)` + 3x3 conv (no padding of its own) + optional ReLU.
+#[derive(Debug, Clone)]
+pub struct PaddedConv {
+    conv: Conv2d,
+    relu: bool,
+}
+
+impl PaddedConv {
+    /// Weights `{prefix}.weight` [out, in, k, k] and `{prefix}.bias` [out]. When the
+    /// VarBuilder creates them (training from scratch) they get PyTorch's default
+    /// `Conv2d` init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as the reference decoder does.
+    pub fn new(vb: VarBuilder, c_in: usize, c_out: usize, k: usize, relu: bool) -> Result<Self> {
+        let bound = 1.0 / ((c_in * k * k) as f64).sqrt();
+        let init = Init::Uniform { lo: -bound, up: bound };
+        let weight = vb.get_with_hints((c_out, c_in, k, k), "weight", init)?;
+        let bias = vb.get_with_hints(c_out, "bias", init)?;
+        let conv = Conv2d::new(weight, Some(bias), Conv2dConfig::default());
+        Ok(Self { conv, relu })
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        self.conv.weight()
+    }
+}
+
+impl Module for PaddedConv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, _, k) = self.conv.weight().dims4()?;
+        let p = k / 2;
+        let x = if p > 0 { reflect_pad(x, p, p, p, p)? } else { x.clone() };
+        let y = self.conv.forward(&x)?;
+        if self.relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+/// 2x2 max-pool, stride 2, `ceil_mode=True` as in the reference VGG: an odd side
+/// keeps its last row/column as a window of its own (padded by repeating it, which
+/// leaves the max unchanged).
+pub fn max_pool2x2_ceil(x: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let x = if h % 2 == 1 { x.pad_with_same(2, 0, 1)? } else { x.clone() };
+    let x = if w % 2 == 1 { x.pad_with_same(3, 0, 1)? } else { x };
+    x.max_pool2d(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn reflect_pad_matches_torch_semantics() -> Result<()> {
+        let x = Tensor::arange(0f32, 12., &Device::Cpu)?.reshape((1, 1, 3, 4))?;
+        let y = reflect_pad(&x, 1, 2, 2, 1)?;
+        assert_eq!(y.dims4()?, (1, 1, 6, 7));
+        // row order: 1,0,1,2,1,0 ; col order: 2,1,0,1,2,3,2
+        let rows = [1, 0, 1, 2, 1, 0];
+        let cols = [2, 1, 0, 1, 2, 3, 2];
+        let got = y.flatten_all()?.to_vec1::<f32>()?;
+        for (i, r) in rows.iter().enumerate() {
+            for (j, c) in cols.iter().enumerate() {
+                assert_eq!(got[i * 7 + j], (r * 4 + c) as f32);
+            }
+        }
+        assert!(reflect_pad(&x, 3, 0, 0, 0).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn ceil_pool_keeps_odd_edge() -> Result<()> {
+        let x = Tensor::arange(0f32, 15., &Device::Cpu)?.reshape((1, 1, 3, 5))?;
+        let y = max_pool2x2_ceil(&x)?;
+        assert_eq!(y.dims4()?, (1, 1, 2, 3));
+        assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![6., 8., 9., 11., 13., 14.]);
+        Ok(())
+    }
+}

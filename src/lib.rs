@@ -1,0 +1,30 @@
+//! `adain`: arbitrary style transfer with adaptive instance normalisation
+//! (Huang & Belongie, 2017) on candle.
+//!
+//! Where things are:
+//! - [`encoder`]: the frozen VGG-19 to relu4_1;
+//! - [`adain`]: the AdaIN operation, blends and masked (regional) AdaIN;
+//! - [`decoder`]: the trained decoder, back to an image;
+//! - [`layers`]: reflection padding, padded conv, ceil-mode pooling;
+//! - [`stylize`]: the inference pipeline (alpha, blends, masks, colour);
+//! - [`color`]: colour preservation (coral, luminance);
+//! - [`weights`]: weight files, metadata, locations, PyTorch import;
+//! - [`image_io`]: pictures in and out; [`atomic`]: crash-safe writes;
+//! - [`runtime`]: device, threads and logging for the binaries.
+
+pub mod adain;
+pub mod atomic;
+pub mod color;
+pub mod decoder;
+pub mod encoder;
+pub mod image_io;
+pub mod layers;
+pub mod runtime;
+pub mod stylize;
+#[doc(hidden)]
+pub mod testing;
+pub mod weights;
+
+pub use decoder::Decoder;
+pub use encoder::Encoder;
+pub use stylize::{ColorMode, Control, Model, Options};

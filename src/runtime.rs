@@ -1,0 +1,40 @@
+//! Process set-up shared by both binaries: device choice, thread count, logging.
+
+use anyhow::{bail, Result};
+use candle_core::Device;
+
+/// `--device cpu|cuda`.
+pub fn device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => {
+            if !candle_core::utils::cuda_is_available() {
+                bail!("--device cuda: this build has no CUDA support (rebuild with `cargo build --release --features cuda`)");
+            }
+            Ok(Device::new_cuda(0)?)
+        }
+        other => bail!("--device {other}: expected cpu or cuda"),
+    }
+}
+
+/// `--threads N` (0 = all cores): candle's CPU kernels and rayon both read
+/// RAYON_NUM_THREADS, so it is set before any of them starts.
+pub fn threads(n: usize) {
+    if n > 0 {
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    }
+}
+
+/// Logs to stderr as `level: message`; `RUST_LOG` overrides the default.
+pub fn logging(quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .try_init();
+}

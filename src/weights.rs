@@ -1,0 +1,262 @@
+//! Weight files: reading safetensors (any float dtype, upcast to f32) with
+//! one-line errors that name the file and the tensor, decoder metadata, the
+//! default locations, and importing PyTorch `.pth` checkpoints.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use safetensors::SafeTensors;
+use sha2::{Digest, Sha256};
+
+use crate::decoder::Decoder;
+use crate::encoder::ENCODER_CONVS;
+
+/// Default file names looked up in `$ADAIN_WEIGHTS/` and the project's `weights/`.
+pub const VGG_FILE: &str = "vgg19-relu4_1.safetensors";
+pub const DECODER_FILE: &str = "decoder.safetensors";
+
+/// `__metadata__` keys of a decoder file.
+pub const META_FORMAT: &str = "format";
+pub const META_FORMAT_VERSION: &str = "format_version";
+pub const META_ARCH: &str = "architecture";
+pub const META_ENCODER_SHA: &str = "encoder_sha256";
+pub const META_RECIPE: &str = "recipe";
+pub const META_ITER: &str = "iteration";
+pub const DECODER_FORMAT: &str = "adain-decoder";
+pub const FORMAT_VERSION: &str = "1";
+pub const ARCHITECTURE: &str = "adain-decoder/vgg19-relu4_1 (pytorch-AdaIN keys)";
+
+/// Tensors of a weight file, all f32, plus its `__metadata__`.
+pub struct WeightFile {
+    pub path: PathBuf,
+    pub tensors: HashMap<String, Tensor>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl WeightFile {
+    /// Reads a safetensors file. A `.pth`, a truncated file or anything else
+    /// gives a one-line error naming the file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let p = path.display();
+        let bytes = std::fs::read(path).with_context(|| format!("{p}: cannot read"))?;
+        if bytes.starts_with(b"PK\x03\x04") || bytes.first() == Some(&0x80) {
+            bail!("{p}: is a PyTorch checkpoint, not safetensors: convert it with `adain convert {p} OUT.safetensors`");
+        }
+        let (_, meta) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| anyhow!("{p}: not a valid safetensors file ({e})"))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{p}: not a valid safetensors file ({e})"))?;
+        let mut tensors = HashMap::new();
+        for (name, view) in st.tensors() {
+            let dtype = match view.dtype() {
+                safetensors::Dtype::F32 => DType::F32,
+                safetensors::Dtype::F16 => DType::F16,
+                safetensors::Dtype::BF16 => DType::BF16,
+                safetensors::Dtype::F64 => DType::F64,
+                other => bail!("{p}: tensor `{name}` has dtype {other:?}, expected a float type"),
+            };
+            let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)
+                .and_then(|t| t.to_dtype(DType::F32))
+                .map_err(|e| anyhow!("{p}: tensor `{name}`: {e}"))?;
+            tensors.insert(name, t);
+        }
+        let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+        Ok(Self { path: path.to_owned(), tensors, metadata })
+    }
+
+    /// Checks that every expected tensor is present with its shape.
+    pub fn check(&self, expected: &[(String, Vec<usize>)]) -> Result<()> {
+        let p = self.path.display();
+        for (name, shape) in expected {
+            match self.tensors.get(name) {
+                None => bail!("{p}: missing tensor `{name}` (is this the right kind of weight file?)"),
+                Some(t) if t.dims() != shape.as_slice() => {
+                    bail!("{p}: tensor `{name}` has shape {:?}, expected {:?}", t.dims(), shape)
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The tensors moved to `device`, for a `VarBuilder::from_tensors`.
+    pub fn on(&self, device: &Device) -> Result<HashMap<String, Tensor>> {
+        self.tensors
+            .iter()
+            .map(|(k, t)| Ok((k.clone(), t.to_device(device)?)))
+            .collect()
+    }
+}
+
+/// (key, shape) of every tensor the encoder needs.
+pub fn encoder_shapes() -> Vec<(String, Vec<usize>)> {
+    ENCODER_CONVS
+        .iter()
+        .flat_map(|&(k, i, o, ks)| [(format!("{k}.weight"), vec![o, i, ks, ks]), (format!("{k}.bias"), vec![o])])
+        .collect()
+}
+
+/// Hex sha256 of a file (identifies the encoder a decoder was trained with).
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes a decoder (or any named tensors) as safetensors with metadata, atomically.
+pub fn save_safetensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: &BTreeMap<String, String>,
+    overwrite: bool,
+) -> Result<()> {
+    let cpu: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
+        .collect::<Result<_>>()?;
+    let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
+    let bytes = safetensors::serialize(cpu.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
+        .with_context(|| format!("{}: cannot serialise", path.display()))?;
+    crate::atomic::write_with(path, overwrite, |w| Ok(std::io::Write::write_all(w, &bytes)?))
+}
+
+/// Metadata for a decoder trained (or converted) against `encoder_sha256`.
+pub fn decoder_metadata(encoder_sha256: &str, recipe: &str, iteration: u64) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (META_FORMAT.into(), DECODER_FORMAT.into()),
+        (META_FORMAT_VERSION.into(), FORMAT_VERSION.into()),
+        (META_ARCH.into(), ARCHITECTURE.into()),
+        (META_ENCODER_SHA.into(), encoder_sha256.into()),
+        (META_RECIPE.into(), recipe.into()),
+        (META_ITER.into(), iteration.to_string()),
+    ])
+}
+
+/// Finds a weight file: the explicit flag, else `$ADAIN_WEIGHTS/<file>`, else
+/// `weights/<file>` in the project the binary was built from (any ancestor of
+/// the executable holding `weights/<file>`, then the build's source tree).
+/// Returns the candidates looked at when nothing is found.
+pub fn locate(flag: Option<&Path>, file: &str) -> std::result::Result<PathBuf, Vec<PathBuf>> {
+    if let Some(p) = flag {
+        return Ok(p.to_owned());
+    }
+    let mut tried = Vec::new();
+    if let Some(dir) = std::env::var_os("ADAIN_WEIGHTS") {
+        let p = PathBuf::from(dir).join(file);
+        if p.is_file() {
+            return Ok(p);
+        }
+        tried.push(p);
+    }
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).map(Path::to_owned));
+    }
+    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    for root in roots {
+        let p = root.join("weights").join(file);
+        if p.is_file() {
+            return Ok(p);
+        }
+        if root.join("Cargo.toml").is_file() && !tried.contains(&p) {
+            tried.push(p);
+        }
+    }
+    Err(tried)
+}
+
+/// Reads the tensors of a PyTorch checkpoint (zip format): a bare state dict,
+/// or a training checkpoint that wraps it under a common key. `module.`
+/// prefixes (DataParallel) are stripped. Tensors come back as f32.
+pub fn read_pth(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let p = path.display();
+    let mut head = [0u8; 4];
+    {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).with_context(|| format!("{p}: cannot read"))?;
+        let n = f.read(&mut head).with_context(|| format!("{p}: cannot read"))?;
+        if n < 4 {
+            bail!("{p}: empty or truncated file, not a PyTorch checkpoint");
+        }
+    }
+    if head[0] == 0x80 {
+        bail!(
+            "{p}: legacy (pre-1.6, non-zip) PyTorch format, which is not supported; re-save it as zip with \
+             `python -c \"import torch; torch.save(torch.load('{p}', map_location='cpu'), 'resaved.pth')\"`"
+        );
+    }
+    if head != *b"PK\x03\x04" {
+        bail!("{p}: not a PyTorch checkpoint (expected a zip-format .pth)");
+    }
+    let mut found = None;
+    for key in [None, Some("state_dict"), Some("decoder"), Some("model"), Some("model_state_dict"), Some("net")] {
+        let Ok(pth) = candle_core::pickle::PthTensors::new(path, key) else { continue };
+        if !pth.tensor_infos().is_empty() {
+            found = Some(pth);
+            break;
+        }
+    }
+    let pth = found.ok_or_else(|| anyhow!("{p}: no tensors found (not a state dict, nor one under `state_dict`/`decoder`/`model`)"))?;
+    let mut names: Vec<String> = pth.tensor_infos().keys().cloned().collect();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let t = pth
+            .get(&name)
+            .map_err(|e| anyhow!("{p}: tensor `{name}`: {e}"))?
+            .ok_or_else(|| anyhow!("{p}: tensor `{name}` missing"))?;
+        let t = if t.dtype().is_float() { t.to_dtype(DType::F32)? } else { t };
+        let name = name.strip_prefix("module.").unwrap_or(&name).to_string();
+        out.push((name, t));
+    }
+    Ok(out)
+}
+
+/// What a set of tensor names looks like.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Kind {
+    Decoder,
+    Encoder,
+    Other,
+}
+
+pub fn classify(names: &[&str]) -> Kind {
+    let has = |k: &str| names.contains(&k);
+    if Decoder::tensor_shapes().iter().all(|(k, _)| has(k)) {
+        Kind::Decoder
+    } else if encoder_shapes().iter().all(|(k, _)| has(k)) {
+        Kind::Encoder
+    } else {
+        Kind::Other
+    }
+}
+
+/// `adain convert`: a PyTorch checkpoint to safetensors. A recognised decoder or
+/// encoder is shape-checked; a decoder gets decoder metadata (its encoder is
+/// unknown: the reference's `vgg_normalised`, which is not ours).
+pub fn convert_pth(input: &Path, output: &Path, overwrite: bool) -> Result<Kind> {
+    if input.canonicalize().ok().is_some() && input.canonicalize().ok() == output.canonicalize().ok() {
+        bail!("{}: refusing to write over the input", output.display());
+    }
+    let tensors = read_pth(input)?;
+    let names: Vec<&str> = tensors.iter().map(|(k, _)| k.as_str()).collect();
+    let kind = classify(&names);
+    let expected = match kind {
+        Kind::Decoder => Decoder::tensor_shapes(),
+        Kind::Encoder => encoder_shapes(),
+        Kind::Other => vec![],
+    };
+    let map: HashMap<String, Tensor> = tensors.iter().cloned().collect();
+    WeightFile { path: input.to_owned(), tensors: map, metadata: BTreeMap::new() }.check(&expected)?;
+    let source = input.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let meta = match kind {
+        Kind::Decoder => {
+            let mut m = decoder_metadata("unknown", &format!("{{\"converted_from\":\"{source}\"}}"), 0);
+            m.remove(META_ITER);
+            m
+        }
+        _ => BTreeMap::from([("converted_from".to_string(), source)]),
+    };
+    save_safetensors(output, &tensors, &meta, overwrite)?;
+    Ok(kind)
+}

@@ -1,0 +1,40 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+
+/// The VGG encoder: `weights/` (linked by scripts/setup.sh), `$ADAIN_WEIGHTS`,
+/// or `../shared/weights`. The parity tests need the real network.
+pub fn vgg_path() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut candidates = vec![root.join("weights/vgg19-relu4_1.safetensors")];
+    if let Some(d) = std::env::var_os("ADAIN_WEIGHTS") {
+        candidates.insert(0, PathBuf::from(d).join("vgg19-relu4_1.safetensors"));
+    }
+    candidates.push(root.join("../shared/weights/vgg19-relu4_1.safetensors"));
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .expect("VGG weights not found: run scripts/setup.sh (links ../shared/weights) or set ADAIN_WEIGHTS")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+pub fn load_fixture(name: &str) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixture(name), &Device::Cpu).expect("fixture (regenerate with scripts/fixtures.sh)")
+}
+
+/// Writes the formula decoder (see `adain::testing`) as a decoder file.
+pub fn write_formula_decoder(path: &Path, gain: f32) {
+    let t = adain::testing::formula_decoder(gain, &Device::Cpu).unwrap();
+    let mut v: Vec<(String, Tensor)> = t.into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    let sha = adain::weights::sha256_file(&vgg_path()).unwrap();
+    let meta = adain::weights::decoder_metadata(&sha, "{\"test\":\"formula decoder\"}", 0);
+    adain::weights::save_safetensors(path, &v, &meta, true).unwrap();
+}

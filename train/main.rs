@@ -1,0 +1,2 @@
+//! adain-train: see the training issue.
+fn main() {}
