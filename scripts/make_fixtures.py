@@ -39,7 +39,8 @@ left to right in float64, cast to float32. Bias b[o] = 0.01*cos(0.5*o + j) (f64 
 (key 28): b[o] = 0.5 + 0.01*cos(0.5*o + 8). Then (parity fixture only) the last
 layer's WEIGHT (not bias) is multiplied in float32 by the float32 scalar stored as
 `decoder_gain` [1] in parity.safetensors (chosen, rounded to 3 significant
-digits, so that std(out.alpha1) ~= 0.25). The training fixture uses gain 1.0.
+digits, so that std(out.alpha1) ~= 0.25). The training fixture uses the same gain
+(stored there too as `decoder_gain`).
 Precision: the quadratic phase term (DEC_QUAD) keeps the formula decoder well
 conditioned: a float64 evaluation of every output agrees with float32 to ~2e-6 (a pure
 sinusoid with 0.37*9 ~ pi cancels 100-200x per layer and made outputs noisy to 1e-2).
@@ -92,7 +93,7 @@ Reference Net.forward + train.py step: style_feats = [relu1_1..relu4_1](style);
 t = adain(relu4_1(content), style_feats[-1]) (constant, no grad); g = decoder(t);
 loss_c = mse(relu4_1(g), t); loss_s = sum_k mse(mean(g_k), mean(s_k)) + mse(std(g_k), std(s_k))
 (calc_mean_std, eps 1e-5); loss = 1.0*loss_c + 10.0*loss_s. Encoder frozen. Decoder
-starts as the formula decoder with gain 1.0. torch.optim.Adam(lr=1e-4, betas
+starts as the formula decoder with the parity fixture's decoder_gain. torch.optim.Adam(lr=1e-6 (TRAIN_LR, see make_train), betas
 (0.9,0.999), eps 1e-8); before iteration i (0-based) lr = 1e-4 / (1 + 5e-5*i). 3 steps.
 Stored: `batch{k}.content`, `batch{k}.style` [2,3,32,32] (k = 0,1,2); `loss_c` [3],
 `loss_s` [3] (UNWEIGHTED values as returned by Net.forward, before the update of that
@@ -450,8 +451,14 @@ def make_parity(vgg):
 
 
 # -------------------------------------------------------------------- train
-def make_train(vgg):
-    dec = load_decoder(1.0)
+TRAIN_LR = 1e-6
+
+
+def make_train(vgg, gain):
+    # Same image-scaled gain as the parity fixture: outputs in ~[0,1] keep the
+    # losses in the regime training sees (with gain 1 they are ~1e11 and three
+    # Adam steps diverge chaotically from f32 rounding alone).
+    dec = load_decoder(gain)
     params = OrderedDict(dec.named_parameters())
     assert list(params.keys()) == [f"{k}.{p}" for k in DEC_KEYS for p in ("weight", "bias")]
 
@@ -473,10 +480,14 @@ def make_train(vgg):
     for k, p in params.items():
         out[f"init.{k}"] = sample(p)
 
-    opt = torch.optim.Adam(dec.parameters(), lr=1e-4)
+    # lr 1e-6, not the recipe's 1e-4: Adam's first step moves every weight by +-lr
+    # whatever its gradient, and at 1e-4 the formula decoder's loss jumps 16x in one
+    # step, so f32 noise in near-zero gradients (sign flips) would dominate the
+    # comparison. Same optimiser and decay code, on a smooth trajectory.
+    opt = torch.optim.Adam(dec.parameters(), lr=TRAIN_LR)
     lc_l, ls_l, l_l, lr_l = [], [], [], []
     for i in range(3):
-        lr = 1e-4 / (1.0 + 5e-5 * i)
+        lr = TRAIN_LR / (1.0 + 5e-5 * i)
         for group in opt.param_groups:
             group["lr"] = lr
         content = random_batch(1000 + 2 * i)
@@ -514,6 +525,7 @@ def make_train(vgg):
     out["loss_s"] = torch.tensor(ls_l, dtype=torch.float32)
     out["loss"] = torch.tensor(l_l, dtype=torch.float32)
     out["lr"] = torch.tensor(lr_l, dtype=torch.float32)
+    out["decoder_gain"] = torch.tensor([gain], dtype=torch.float32)
     return {k: v.detach().to(torch.float32).contiguous() for k, v in out.items()}
 
 
@@ -678,7 +690,7 @@ def main():
     parity = make_parity(vgg)
     save_file(parity, os.path.join(FIX, "parity.safetensors"),
               metadata=META)
-    train = make_train(vgg)
+    train = make_train(vgg, parity["decoder_gain"].item())
     save_file(train, os.path.join(FIX, "train_parity.safetensors"),
               metadata=META)
     make_pth()

@@ -24,7 +24,10 @@ pub fn mean_std(feat: &Tensor) -> Result<Stats> {
     let mean = flat.mean_keepdim(D::Minus1)?;
     let var = (flat.broadcast_sub(&mean)?.sqr()?.sum_keepdim(D::Minus1)? / (h * w - 1) as f64)?;
     let std = (var + EPS)?.sqrt()?;
-    Ok(Stats { mean: mean.reshape((n, c, 1, 1))?, std: std.reshape((n, c, 1, 1))? })
+    Ok(Stats {
+        mean: mean.reshape((n, c, 1, 1))?,
+        std: std.reshape((n, c, 1, 1))?,
+    })
 }
 
 /// Renormalises `content` features to have the style's statistics.
@@ -85,7 +88,10 @@ pub fn masked(content: &Tensor, regions: &[(Tensor, Stats)]) -> Result<Tensor> {
         let centred = content.broadcast_sub(&mean)?;
         let var = (centred.sqr()?.broadcast_mul(&m)?.sum_keepdim((2, 3))? / (count - 1.0))?;
         let std = (var + EPS)?.sqrt()?;
-        let t = centred.broadcast_div(&std)?.broadcast_mul(&style.std)?.broadcast_add(&style.mean)?;
+        let t = centred
+            .broadcast_div(&std)?
+            .broadcast_mul(&style.std)?
+            .broadcast_add(&style.mean)?;
         out = (out + t.broadcast_mul(&m)?)?;
         covered = (covered + mask)?;
     }

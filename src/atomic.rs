@@ -17,7 +17,8 @@ where
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create directory", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{}: cannot create directory", dir.display()))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".adain-tmp-")
         .tempfile_in(dir)
@@ -25,15 +26,25 @@ where
     {
         let mut w = std::io::BufWriter::new(tmp.as_file_mut());
         write(&mut w).with_context(|| format!("{}: write failed", path.display()))?;
-        w.flush().with_context(|| format!("{}: write failed", path.display()))?;
+        w.flush()
+            .with_context(|| format!("{}: write failed", path.display()))?;
     }
-    tmp.as_file().sync_all().with_context(|| format!("{}: fsync failed", path.display()))?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("{}: fsync failed", path.display()))?;
     if overwrite {
-        tmp.persist(path).map_err(|e| e.error).with_context(|| format!("{}: cannot rename into place", path.display()))?;
+        tmp.persist(path)
+            .map_err(|e| e.error)
+            .with_context(|| format!("{}: cannot rename into place", path.display()))?;
     } else {
-        tmp.persist_noclobber(path).map_err(|e| e.error).with_context(|| {
-            format!("{}: already exists (use --overwrite to replace it)", path.display())
-        })?;
+        tmp.persist_noclobber(path)
+            .map_err(|e| e.error)
+            .with_context(|| {
+                format!(
+                    "{}: already exists (use --overwrite to replace it)",
+                    path.display()
+                )
+            })?;
     }
     // Make the rename itself durable.
     if let Ok(d) = std::fs::File::open(dir) {

@@ -11,9 +11,12 @@ pub const LUMA: [f64; 3] = [0.299, 0.587, 0.114];
 
 /// [N,3,H,W] -> [N,1,H,W] luma.
 pub fn luminance(rgb: &Tensor) -> Result<Tensor> {
-    let w = Tensor::new(&[LUMA[0] as f32, LUMA[1] as f32, LUMA[2] as f32], rgb.device())?
-        .to_dtype(rgb.dtype())?
-        .reshape((1, 3, 1, 1))?;
+    let w = Tensor::new(
+        &[LUMA[0] as f32, LUMA[1] as f32, LUMA[2] as f32],
+        rgb.device(),
+    )?
+    .to_dtype(rgb.dtype())?
+    .reshape((1, 3, 1, 1))?;
     rgb.broadcast_mul(&w)?.sum_keepdim(1)
 }
 
@@ -117,7 +120,10 @@ struct Flat {
 }
 
 fn flatten(img: &Tensor) -> Result<Flat> {
-    let v = img.to_dtype(DType::F64)?.reshape((3, ()))?.to_vec2::<f64>()?;
+    let v = img
+        .to_dtype(DType::F64)?
+        .reshape((3, ()))?
+        .to_vec2::<f64>()?;
     let mut norm: [Vec<f64>; 3] = Default::default();
     let mut ms = [(0.0, 0.0); 3];
     for c in 0..3 {
@@ -132,7 +138,11 @@ fn flatten(img: &Tensor) -> Result<Flat> {
             cov[i][j] = dot + if i == j { 1.0 } else { 0.0 };
         }
     }
-    Ok(Flat { norm, mean_std: ms, cov_eye: cov })
+    Ok(Flat {
+        norm,
+        mean_std: ms,
+        cov_eye: cov,
+    })
 }
 
 /// The reference `coral(source, target)`: returns `source` (an RGB image
@@ -140,7 +150,10 @@ fn flatten(img: &Tensor) -> Result<Flat> {
 pub fn coral(source: &Tensor, target: &Tensor) -> Result<Tensor> {
     let s = flatten(source)?;
     let t = flatten(target)?;
-    let m = matmul(&sym_fn(&t.cov_eye, f64::sqrt), &sym_fn(&s.cov_eye, |l| 1.0 / l.sqrt()));
+    let m = matmul(
+        &sym_fn(&t.cov_eye, f64::sqrt),
+        &sym_fn(&s.cov_eye, |l| 1.0 / l.sqrt()),
+    );
     let n = s.norm[0].len();
     let mut out = vec![0f32; 3 * n];
     for i in 0..3 {

@@ -44,7 +44,10 @@ impl Decoder {
         DECODER_CONVS
             .iter()
             .flat_map(|&(k, i, o, _)| {
-                [(format!("{k}.weight"), vec![o, i, 3, 3]), (format!("{k}.bias"), vec![o])]
+                [
+                    (format!("{k}.weight"), vec![o, i, 3, 3]),
+                    (format!("{k}.bias"), vec![o]),
+                ]
             })
             .collect()
     }

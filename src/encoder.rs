@@ -39,7 +39,10 @@ impl Encoder {
             .map(|&(key, i, o, k)| PaddedConv::new(vb.pp(key), i, o, k, k == 3))
             .collect::<Result<Vec<_>>>()?;
         let rgb_to_caffe = layers.remove(0);
-        Ok(Self { rgb_to_caffe, convs: layers })
+        Ok(Self {
+            rgb_to_caffe,
+            convs: layers,
+        })
     }
 
     /// relu1_1, relu2_1, relu3_1, relu4_1.

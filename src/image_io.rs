@@ -47,15 +47,25 @@ pub fn load(path: &Path) -> Result<Picture> {
         .with_context(|| format!("{p}: cannot open"))?
         .with_guessed_format()
         .with_context(|| format!("{p}: cannot read"))?;
-    let mut decoder = reader.into_decoder().map_err(|e| anyhow!("{p}: cannot decode image ({e})"))?;
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| anyhow!("{p}: cannot decode image ({e})"))?;
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| anyhow!("{p}: cannot decode image ({e})"))?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder)
+        .map_err(|e| anyhow!("{p}: cannot decode image ({e})"))?;
     img.apply_orientation(orientation);
     let alpha = img.color().has_alpha().then(|| {
         let la = img.to_luma_alpha8();
-        GrayImage::from_fn(la.width(), la.height(), |x, y| image::Luma([la.get_pixel(x, y)[1]]))
+        GrayImage::from_fn(la.width(), la.height(), |x, y| {
+            image::Luma([la.get_pixel(x, y)[1]])
+        })
     });
-    Ok(Picture { rgb: img.to_rgb32f(), alpha })
+    Ok(Picture {
+        rgb: img.to_rgb32f(),
+        alpha,
+    })
 }
 
 /// Loads and checks that the picture is large enough for the network.
@@ -123,10 +133,19 @@ pub fn to_tensor(img: &Rgb32FImage, device: &Device) -> Result<Tensor> {
 
 /// [1,3,H,W] or [3,H,W] tensor to an RGB float image (values not clamped).
 pub fn from_tensor(t: &Tensor) -> Result<Rgb32FImage> {
-    let t = if t.rank() == 4 { t.squeeze(0)? } else { t.clone() };
+    let t = if t.rank() == 4 {
+        t.squeeze(0)?
+    } else {
+        t.clone()
+    };
     let (_, h, w) = t.dims3()?;
-    let data = t.to_device(&Device::Cpu)?.permute((1, 2, 0))?.flatten_all()?.to_vec1::<f32>()?;
-    Rgb32FImage::from_raw(w as u32, h as u32, data).ok_or_else(|| anyhow!("tensor to image: bad size"))
+    let data = t
+        .to_device(&Device::Cpu)?
+        .permute((1, 2, 0))?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    Rgb32FImage::from_raw(w as u32, h as u32, data)
+        .ok_or_else(|| anyhow!("tensor to image: bad size"))
 }
 
 /// Output formats `--ext` accepts.
@@ -142,7 +161,12 @@ pub fn format_for_ext(ext: &str) -> Result<ImageFormat> {
 /// Writes RGB (clamped to [0,1]) plus an optional alpha channel; alpha is kept
 /// for PNG and WebP, dropped for JPEG. Atomic; an existing file is an error
 /// unless `overwrite`.
-pub fn save(path: &Path, rgb: &Rgb32FImage, alpha: Option<&GrayImage>, overwrite: bool) -> Result<()> {
+pub fn save(
+    path: &Path,
+    rgb: &Rgb32FImage,
+    alpha: Option<&GrayImage>,
+    overwrite: bool,
+) -> Result<()> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let format = format_for_ext(ext).with_context(|| format!("{}", path.display()))?;
     let rgb8 = image::RgbImage::from_fn(rgb.width(), rgb.height(), |x, y| {
@@ -151,10 +175,14 @@ pub fn save(path: &Path, rgb: &Rgb32FImage, alpha: Option<&GrayImage>, overwrite
     });
     let img = match alpha {
         Some(a) if format != ImageFormat::Jpeg && a.dimensions() == rgb8.dimensions() => {
-            DynamicImage::ImageRgba8(image::RgbaImage::from_fn(rgb8.width(), rgb8.height(), |x, y| {
-                let [r, g, b] = rgb8.get_pixel(x, y).0;
-                image::Rgba([r, g, b, a.get_pixel(x, y)[0]])
-            }))
+            DynamicImage::ImageRgba8(image::RgbaImage::from_fn(
+                rgb8.width(),
+                rgb8.height(),
+                |x, y| {
+                    let [r, g, b] = rgb8.get_pixel(x, y).0;
+                    image::Rgba([r, g, b, a.get_pixel(x, y)[0]])
+                },
+            ))
         }
         _ => DynamicImage::ImageRgb8(rgb8),
     };
@@ -167,5 +195,7 @@ pub fn save(path: &Path, rgb: &Rgb32FImage, alpha: Option<&GrayImage>, overwrite
         f => img.write_to(&mut buf, f),
     }
     .map_err(|e| anyhow!("{}: cannot encode ({e})", path.display()))?;
-    crate::atomic::write_with(path, overwrite, |w| Ok(std::io::Write::write_all(w, buf.get_ref())?))
+    crate::atomic::write_with(path, overwrite, |w| {
+        Ok(std::io::Write::write_all(w, buf.get_ref())?)
+    })
 }

@@ -9,7 +9,13 @@ use candle_nn::{Conv2d, Conv2dConfig, Init, VarBuilder};
 ///
 /// Done as one gather per axis, so it is differentiable (index_select's backward
 /// is index_add) and works for any pad smaller than the side.
-pub fn reflect_pad(x: &Tensor, top: usize, bottom: usize, left: usize, right: usize) -> Result<Tensor> {
+pub fn reflect_pad(
+    x: &Tensor,
+    top: usize,
+    bottom: usize,
+    left: usize,
+    right: usize,
+) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let x = pad_axis(x, 2, h, top, bottom)?;
     pad_axis(&x, 3, w, left, right)
@@ -46,7 +52,10 @@ impl PaddedConv {
     /// `Conv2d` init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as the reference decoder does.
     pub fn new(vb: VarBuilder, c_in: usize, c_out: usize, k: usize, relu: bool) -> Result<Self> {
         let bound = 1.0 / ((c_in * k * k) as f64).sqrt();
-        let init = Init::Uniform { lo: -bound, up: bound };
+        let init = Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
         let weight = vb.get_with_hints((c_out, c_in, k, k), "weight", init)?;
         let bias = vb.get_with_hints(c_out, "bias", init)?;
         let conv = Conv2d::new(weight, Some(bias), Conv2dConfig::default());
@@ -62,7 +71,11 @@ impl Module for PaddedConv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, _, k) = self.conv.weight().dims4()?;
         let p = k / 2;
-        let x = if p > 0 { reflect_pad(x, p, p, p, p)? } else { x.clone() };
+        let x = if p > 0 {
+            reflect_pad(x, p, p, p, p)?
+        } else {
+            x.clone()
+        };
         let y = self.conv.forward(&x)?;
         if self.relu {
             y.relu()
@@ -75,11 +88,25 @@ impl Module for PaddedConv {
 /// 2x2 max-pool, stride 2, `ceil_mode=True` as in the reference VGG: an odd side
 /// keeps its last row/column as a window of its own (padded by repeating it, which
 /// leaves the max unchanged).
+///
+/// Built from a reshape and two max reductions rather than `Tensor::max_pool2d`:
+/// candle 0.11's max-pool backward scales the gradient by the window's share of
+/// maxima (1/4 for a single maximum) instead of routing it whole, which made
+/// training gradients disagree with PyTorch (tests in train/parity_test.rs).
 pub fn max_pool2x2_ceil(x: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
-    let x = if h % 2 == 1 { x.pad_with_same(2, 0, 1)? } else { x.clone() };
-    let x = if w % 2 == 1 { x.pad_with_same(3, 0, 1)? } else { x };
-    x.max_pool2d(2)
+    let x = if h % 2 == 1 {
+        x.pad_with_same(2, 0, 1)?
+    } else {
+        x.clone()
+    };
+    let x = if w % 2 == 1 {
+        x.pad_with_same(3, 0, 1)?
+    } else {
+        x
+    };
+    let (n, c, h, w) = x.dims4()?;
+    x.reshape((n, c, h / 2, 2, w / 2, 2))?.max(5)?.max(3)
 }
 
 #[cfg(test)]
@@ -110,7 +137,25 @@ mod tests {
         let x = Tensor::arange(0f32, 15., &Device::Cpu)?.reshape((1, 1, 3, 5))?;
         let y = max_pool2x2_ceil(&x)?;
         assert_eq!(y.dims4()?, (1, 1, 2, 3));
-        assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![6., 8., 9., 11., 13., 14.]);
+        assert_eq!(
+            y.flatten_all()?.to_vec1::<f32>()?,
+            vec![6., 8., 9., 11., 13., 14.]
+        );
         Ok(())
+    }
+
+    #[test]
+    fn pool_gradient_goes_whole_to_the_max() -> Result<()> {
+        let x = candle_core::Var::from_tensor(&Tensor::new(
+            &[[[[1f32, 5.], [2., 3.]]]],
+            &Device::Cpu,
+        )?)?;
+        let grads = max_pool2x2_ceil(x.as_tensor())?.sum_all()?.backward()?;
+        let g = grads
+            .get(x.as_tensor())
+            .expect("grad")
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        assert_eq!(g, vec![0., 1., 0., 0.]);
     }
 }

@@ -14,10 +14,17 @@ use adain::weights::{self, Kind, WeightFile};
 use adain::{runtime, ColorMode, Control, Model, Options};
 
 #[derive(Parser)]
-#[command(name = "adain", version, about = "Arbitrary artistic style transfer in one forward pass (AdaIN, Huang & Belongie 2017)")]
-#[command(long_about = "Repaints photos in the style of paintings with a VGG-19 encoder, adaptive instance \
+#[command(
+    name = "adain",
+    version,
+    args_override_self = true,
+    about = "Arbitrary artistic style transfer in one forward pass (AdaIN, Huang & Belongie 2017)"
+)]
+#[command(
+    long_about = "Repaints photos in the style of paintings with a VGG-19 encoder, adaptive instance \
 normalisation and a trained decoder.\n\nWeights: --vgg and --decoder, else $ADAIN_WEIGHTS/vgg19-relu4_1.safetensors and \
-$ADAIN_WEIGHTS/decoder.safetensors, else weights/ in the project the binary was built from.")]
+$ADAIN_WEIGHTS/decoder.safetensors, else weights/ in the project the binary was built from."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -111,7 +118,11 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Stylize(args) => stylize(args),
-        Cmd::Convert { input, output, overwrite } => {
+        Cmd::Convert {
+            input,
+            output,
+            overwrite,
+        } => {
             let kind = weights::convert_pth(&input, &output, overwrite)?;
             let what = match kind {
                 Kind::Decoder => "decoder",
@@ -147,7 +158,9 @@ fn collect_images(p: &Path, what: &str) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![p.to_owned()];
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("{}: cannot list", dir.display()))? {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("{}: cannot list", dir.display()))?
+        {
             let path = entry?.path();
             if path.is_dir() {
                 stack.push(path);
@@ -158,13 +171,18 @@ fn collect_images(p: &Path, what: &str) -> Result<Vec<PathBuf>> {
     }
     out.sort();
     if out.is_empty() {
-        bail!("{}: no {what} images (jpg, jpeg, png, webp, bmp) in this directory", p.display());
+        bail!(
+            "{}: no {what} images (jpg, jpeg, png, webp, bmp) in this directory",
+            p.display()
+        );
     }
     Ok(out)
 }
 
 fn stem(p: &Path) -> String {
-    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into())
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into())
 }
 
 /// A style image ready for the network (decoded and resized once per run).
@@ -186,8 +204,18 @@ fn prepare(pic: &Picture, size: u32, crop: bool) -> Rgb32FImage {
 }
 
 /// Masks from the files, as one [H,W] 0/1 tensor per style at `(w, h)`.
-fn load_masks(files: &[PathBuf], n_styles: usize, content: &Path, size: (u32, u32), work: (u32, u32), crop: bool) -> Result<Vec<Tensor>> {
-    let masks: Vec<GrayImage> = files.iter().map(|f| image_io::load_mask(f)).collect::<Result<_>>()?;
+fn load_masks(
+    files: &[PathBuf],
+    n_styles: usize,
+    content: &Path,
+    size: (u32, u32),
+    work: (u32, u32),
+    crop: bool,
+) -> Result<Vec<Tensor>> {
+    let masks: Vec<GrayImage> = files
+        .iter()
+        .map(|f| image_io::load_mask(f))
+        .collect::<Result<_>>()?;
     for (f, m) in files.iter().zip(&masks) {
         if m.dimensions() != size {
             bail!(
@@ -203,7 +231,14 @@ fn load_masks(files: &[PathBuf], n_styles: usize, content: &Path, size: (u32, u3
     }
     // Binary masks, one per style; or one label image split by its distinct values.
     let binary: Vec<GrayImage> = if masks.len() == n_styles {
-        masks.into_iter().map(|m| GrayImage::from_fn(m.width(), m.height(), |x, y| image::Luma([if m.get_pixel(x, y)[0] >= 128 { 255 } else { 0 }]))).collect()
+        masks
+            .into_iter()
+            .map(|m| {
+                GrayImage::from_fn(m.width(), m.height(), |x, y| {
+                    image::Luma([if m.get_pixel(x, y)[0] >= 128 { 255 } else { 0 }])
+                })
+            })
+            .collect()
     } else if masks.len() == 1 {
         let m = &masks[0];
         let values: BTreeSet<u8> = m.pixels().map(|p| p[0]).collect();
@@ -214,22 +249,41 @@ fn load_masks(files: &[PathBuf], n_styles: usize, content: &Path, size: (u32, u3
                 values.len()
             );
         }
-        values.iter().map(|&v| GrayImage::from_fn(m.width(), m.height(), |x, y| image::Luma([if m.get_pixel(x, y)[0] == v { 255 } else { 0 }]))).collect()
+        values
+            .iter()
+            .map(|&v| {
+                GrayImage::from_fn(m.width(), m.height(), |x, y| {
+                    image::Luma([if m.get_pixel(x, y)[0] == v { 255 } else { 0 }])
+                })
+            })
+            .collect()
     } else {
-        bail!("{} masks for {n_styles} styles: give one mask per style, or one label image", files.len());
+        bail!(
+            "{} masks for {n_styles} styles: give one mask per style, or one label image",
+            files.len()
+        );
     };
     binary
         .into_iter()
         .map(|m| {
-            let m = image::imageops::resize(&m, work.0, work.1, image::imageops::FilterType::Nearest);
+            let m =
+                image::imageops::resize(&m, work.0, work.1, image::imageops::FilterType::Nearest);
             let m = if crop {
                 let s = m.width().min(m.height());
-                image::imageops::crop_imm(&m, (m.width() - s) / 2, (m.height() - s) / 2, s, s).to_image()
+                image::imageops::crop_imm(&m, (m.width() - s) / 2, (m.height() - s) / 2, s, s)
+                    .to_image()
             } else {
                 m
             };
-            let data: Vec<f32> = m.pixels().map(|p| if p[0] >= 128 { 1.0 } else { 0.0 }).collect();
-            Ok(Tensor::from_vec(data, (m.height() as usize, m.width() as usize), &Device::Cpu)?)
+            let data: Vec<f32> = m
+                .pixels()
+                .map(|p| if p[0] >= 128 { 1.0 } else { 0.0 })
+                .collect();
+            Ok(Tensor::from_vec(
+                data,
+                (m.height() as usize, m.width() as usize),
+                &Device::Cpu,
+            )?)
         })
         .collect()
 }
@@ -284,9 +338,17 @@ fn stylize(a: StylizeArgs) -> Result<()> {
     let n_out = contents.len() * if one_job { 1 } else { n };
     let to_file = image_io::is_image_path(&a.output) && !a.output.is_dir();
     if to_file && n_out > 1 {
-        bail!("{}: {n_out} outputs would be written: give a directory as --output", a.output.display());
+        bail!(
+            "{}: {n_out} outputs would be written: give a directory as --output",
+            a.output.display()
+        );
     }
-    let inputs: BTreeSet<PathBuf> = contents.iter().chain(&styles).chain(&a.mask).filter_map(|p| p.canonicalize().ok()).collect();
+    let inputs: BTreeSet<PathBuf> = contents
+        .iter()
+        .chain(&styles)
+        .chain(&a.mask)
+        .filter_map(|p| p.canonicalize().ok())
+        .collect();
     let out_path = |content: &Path, style: Option<&Path>| -> PathBuf {
         if to_file {
             return a.output.clone();
@@ -301,14 +363,25 @@ fn stylize(a: StylizeArgs) -> Result<()> {
     // Check every destination before any work.
     let mut plan = Vec::new();
     for c in &contents {
-        let jobs: Vec<Option<usize>> = if one_job { vec![None] } else { (0..n).map(Some).collect() };
+        let jobs: Vec<Option<usize>> = if one_job {
+            vec![None]
+        } else {
+            (0..n).map(Some).collect()
+        };
         for j in jobs {
             let out = out_path(c, j.map(|i| styles[i].as_path()));
-            if out.canonicalize().map(|p| inputs.contains(&p)).unwrap_or(false) {
+            if out
+                .canonicalize()
+                .map(|p| inputs.contains(&p))
+                .unwrap_or(false)
+            {
                 bail!("{}: is an input; refusing to write over it", out.display());
             }
             if out.exists() && !a.overwrite {
-                bail!("{}: already exists (use --overwrite to replace it)", out.display());
+                bail!(
+                    "{}: already exists (use --overwrite to replace it)",
+                    out.display()
+                );
             }
             plan.push((c.clone(), j, out));
         }
@@ -317,10 +390,15 @@ fn stylize(a: StylizeArgs) -> Result<()> {
     let vgg = weights::locate(a.vgg.as_deref(), weights::VGG_FILE).map_err(|tried| {
         anyhow::anyhow!(
             "VGG encoder not found (looked for --vgg, {}): run scripts/setup.sh or pass --vgg",
-            tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            tried
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     })?;
-    let decoder = weights::locate(a.decoder.as_deref(), weights::DECODER_FILE).map_err(|t| anyhow::anyhow!(no_decoder_help(&t)))?;
+    let decoder = weights::locate(a.decoder.as_deref(), weights::DECODER_FILE)
+        .map_err(|t| anyhow::anyhow!(no_decoder_help(&t)))?;
     for (p, what) in [(&vgg, "encoder"), (&decoder, "decoder")] {
         if !p.is_file() {
             bail!("{}: no such {what} file", p.display());
@@ -336,11 +414,19 @@ fn stylize(a: StylizeArgs) -> Result<()> {
         let tensor = image_io::to_tensor(&prepare(&pic, a.style_size, a.crop), &device)?;
         let stats = if color == ColorMode::None {
             tracing::debug!("encoding style {}", s.display());
-            Some(model.style_stats(&tensor).with_context(|| format!("{}: style", s.display()))?)
+            Some(
+                model
+                    .style_stats(&tensor)
+                    .with_context(|| format!("{}: style", s.display()))?,
+            )
         } else {
             None
         };
-        style_imgs.push(StyleImage { path: s.clone(), tensor, stats });
+        style_imgs.push(StyleImage {
+            path: s.clone(),
+            tensor,
+            stats,
+        });
     }
 
     let bar = indicatif::ProgressBar::new(plan.len() as u64);
@@ -348,8 +434,10 @@ fn stylize(a: StylizeArgs) -> Result<()> {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .expect("valid template"),
     );
 
     let mut current: Option<(PathBuf, Picture, Tensor, Option<Vec<Tensor>>)> = None;
@@ -362,7 +450,14 @@ fn stylize(a: StylizeArgs) -> Result<()> {
                 None
             } else {
                 let (w, h) = image_io::shorter_side_size(pic.width(), pic.height(), a.content_size);
-                Some(load_masks(&a.mask, n, &content, (pic.width(), pic.height()), (w, h), a.crop)?)
+                Some(load_masks(
+                    &a.mask,
+                    n,
+                    &content,
+                    (pic.width(), pic.height()),
+                    (w, h),
+                    a.crop,
+                )?)
             };
             current = Some((content.clone(), pic, t, masks));
         }
@@ -373,16 +468,26 @@ fn stylize(a: StylizeArgs) -> Result<()> {
             (None, None, Some(m)) => ((0..n).collect(), Control::Masks(m.clone())),
             (None, None, None) => unreachable!("one_job implies weights or masks"),
         };
-        let opts = Options { alpha: a.alpha, control, color };
+        let opts = Options {
+            alpha: a.alpha,
+            control,
+            color,
+        };
         let result = if color == ColorMode::None {
-            let stats: Vec<_> = sel.iter().map(|&i| style_imgs[i].stats.clone().expect("encoded above")).collect();
+            let stats: Vec<_> = sel
+                .iter()
+                .map(|&i| style_imgs[i].stats.clone().expect("encoded above"))
+                .collect();
             model.stylize_with_stats(ct, &stats, &opts)
         } else {
             let ts: Vec<Tensor> = sel.iter().map(|&i| style_imgs[i].tensor.clone()).collect();
             model.stylize(ct, &ts, &opts)
         }
         .with_context(|| {
-            let names: Vec<String> = sel.iter().map(|&i| style_imgs[i].path.display().to_string()).collect();
+            let names: Vec<String> = sel
+                .iter()
+                .map(|&i| style_imgs[i].path.display().to_string())
+                .collect();
             format!("stylizing {} with {}", content.display(), names.join(", "))
         })?;
         let mut img = image_io::from_tensor(&result)?;

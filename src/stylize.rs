@@ -55,9 +55,21 @@ impl Model {
     pub fn new(encoder: &WeightFile, decoder: &WeightFile, device: &Device) -> Result<Self> {
         encoder.check(&weights::encoder_shapes())?;
         decoder.check(&Decoder::tensor_shapes())?;
-        let enc = Encoder::new(VarBuilder::from_tensors(encoder.on(device)?, DType::F32, device))?;
-        let dec = Decoder::new(VarBuilder::from_tensors(decoder.on(device)?, DType::F32, device))?;
-        Ok(Self { encoder: enc, decoder: dec, device: device.clone() })
+        let enc = Encoder::new(VarBuilder::from_tensors(
+            encoder.on(device)?,
+            DType::F32,
+            device,
+        ))?;
+        let dec = Decoder::new(VarBuilder::from_tensors(
+            decoder.on(device)?,
+            DType::F32,
+            device,
+        ))?;
+        Ok(Self {
+            encoder: enc,
+            decoder: dec,
+            device: device.clone(),
+        })
     }
 
     /// Loads both files; warns when the decoder was trained against another encoder.
@@ -90,7 +102,10 @@ impl Model {
     pub fn stylize(&self, content: &Tensor, styles: &[Tensor], opts: &Options) -> Result<Tensor> {
         match opts.color {
             ColorMode::None => {
-                let stats = styles.iter().map(|s| self.style_stats(s)).collect::<Result<Vec<_>>>()?;
+                let stats = styles
+                    .iter()
+                    .map(|s| self.style_stats(s))
+                    .collect::<Result<Vec<_>>>()?;
                 self.stylize_with_stats(content, &stats, opts)
             }
             ColorMode::Coral => {
@@ -118,7 +133,12 @@ impl Model {
     /// Stylizes with precomputed style statistics (no colour preservation):
     /// what lets a batch encode each style once. Any content size works: it is
     /// reflection-padded to a multiple of 8 and the output cropped back.
-    pub fn stylize_with_stats(&self, content: &Tensor, styles: &[Stats], opts: &Options) -> Result<Tensor> {
+    pub fn stylize_with_stats(
+        &self,
+        content: &Tensor,
+        styles: &[Stats],
+        opts: &Options,
+    ) -> Result<Tensor> {
         let (_, _, h, w) = content.dims4()?;
         let (pt, pb) = split_pad(h);
         let (pl, pr) = split_pad(w);
@@ -138,7 +158,10 @@ impl Model {
                     let m = reflect_pad(&m.reshape((1, 1, h, w))?, pt, pb, pl, pr)?;
                     let m = downsample_nearest(&m.squeeze(0)?.squeeze(0)?, fh, fw)?;
                     // binarise, and a position already taken by an earlier mask stays there
-                    let m = m.ge(0.5)?.to_dtype(DType::F32)?.mul(&taken.affine(-1.0, 1.0)?)?;
+                    let m = m
+                        .ge(0.5)?
+                        .to_dtype(DType::F32)?
+                        .mul(&taken.affine(-1.0, 1.0)?)?;
                     taken = (&taken + &m)?;
                     regions.push((m, s.clone()));
                 }

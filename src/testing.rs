@@ -18,13 +18,25 @@ pub fn formula_decoder(gain: f32, device: &Device) -> Result<HashMap<String, Ten
     for (j, &(key, c_in, c_out, _)) in DECODER_CONVS.iter().enumerate() {
         let n = c_out * c_in * 9;
         let scale = (3.0 / (c_in * 9) as f64).sqrt();
-        let mut w: Vec<f32> = (0..n).map(|i| ({ let i = i as f64; (0.37 * i + 1e-3 * i * i + 1.1 * j as f64).sin() } * scale) as f32).collect();
+        let mut w: Vec<f32> = (0..n)
+            .map(|i| {
+                ({
+                    let i = i as f64;
+                    (0.37 * i + 1e-3 * i * i + 1.1 * j as f64).sin()
+                } * scale) as f32
+            })
+            .collect();
         if j == last {
             w.iter_mut().for_each(|x| *x *= gain);
         }
         let offset = if j == last { 0.5 } else { 0.0 };
-        let b: Vec<f32> = (0..c_out).map(|o| (offset + 0.01 * (0.5 * o as f64 + j as f64).cos()) as f32).collect();
-        out.insert(format!("{key}.weight"), Tensor::from_vec(w, (c_out, c_in, 3, 3), device)?);
+        let b: Vec<f32> = (0..c_out)
+            .map(|o| (offset + 0.01 * (0.5 * o as f64 + j as f64).cos()) as f32)
+            .collect();
+        out.insert(
+            format!("{key}.weight"),
+            Tensor::from_vec(w, (c_out, c_in, 3, 3), device)?,
+        );
         out.insert(format!("{key}.bias"), Tensor::from_vec(b, c_out, device)?);
     }
     Ok(out)

@@ -46,7 +46,8 @@ impl WeightFile {
         }
         let (_, meta) = SafeTensors::read_metadata(&bytes)
             .map_err(|e| anyhow!("{p}: not a valid safetensors file ({e})"))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{p}: not a valid safetensors file ({e})"))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| anyhow!("{p}: not a valid safetensors file ({e})"))?;
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
             let dtype = match view.dtype() {
@@ -61,8 +62,17 @@ impl WeightFile {
                 .map_err(|e| anyhow!("{p}: tensor `{name}`: {e}"))?;
             tensors.insert(name, t);
         }
-        let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
-        Ok(Self { path: path.to_owned(), tensors, metadata })
+        let metadata = meta
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        Ok(Self {
+            path: path.to_owned(),
+            tensors,
+            metadata,
+        })
     }
 
     /// Checks that every expected tensor is present with its shape.
@@ -70,9 +80,15 @@ impl WeightFile {
         let p = self.path.display();
         for (name, shape) in expected {
             match self.tensors.get(name) {
-                None => bail!("{p}: missing tensor `{name}` (is this the right kind of weight file?)"),
+                None => {
+                    bail!("{p}: missing tensor `{name}` (is this the right kind of weight file?)")
+                }
                 Some(t) if t.dims() != shape.as_slice() => {
-                    bail!("{p}: tensor `{name}` has shape {:?}, expected {:?}", t.dims(), shape)
+                    bail!(
+                        "{p}: tensor `{name}` has shape {:?}, expected {:?}",
+                        t.dims(),
+                        shape
+                    )
                 }
                 Some(_) => {}
             }
@@ -93,14 +109,22 @@ impl WeightFile {
 pub fn encoder_shapes() -> Vec<(String, Vec<usize>)> {
     ENCODER_CONVS
         .iter()
-        .flat_map(|&(k, i, o, ks)| [(format!("{k}.weight"), vec![o, i, ks, ks]), (format!("{k}.bias"), vec![o])])
+        .flat_map(|&(k, i, o, ks)| {
+            [
+                (format!("{k}.weight"), vec![o, i, ks, ks]),
+                (format!("{k}.bias"), vec![o]),
+            ]
+        })
         .collect()
 }
 
 /// Hex sha256 of a file (identifies the encoder a decoder was trained with).
 pub fn sha256_file(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Writes a decoder (or any named tensors) as safetensors with metadata, atomically.
@@ -117,11 +141,17 @@ pub fn save_safetensors(
     let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
     let bytes = safetensors::serialize(cpu.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
         .with_context(|| format!("{}: cannot serialise", path.display()))?;
-    crate::atomic::write_with(path, overwrite, |w| Ok(std::io::Write::write_all(w, &bytes)?))
+    crate::atomic::write_with(path, overwrite, |w| {
+        Ok(std::io::Write::write_all(w, &bytes)?)
+    })
 }
 
 /// Metadata for a decoder trained (or converted) against `encoder_sha256`.
-pub fn decoder_metadata(encoder_sha256: &str, recipe: &str, iteration: u64) -> BTreeMap<String, String> {
+pub fn decoder_metadata(
+    encoder_sha256: &str,
+    recipe: &str,
+    iteration: u64,
+) -> BTreeMap<String, String> {
     BTreeMap::from([
         (META_FORMAT.into(), DECODER_FORMAT.into()),
         (META_FORMAT_VERSION.into(), FORMAT_VERSION.into()),
@@ -133,8 +163,8 @@ pub fn decoder_metadata(encoder_sha256: &str, recipe: &str, iteration: u64) -> B
 }
 
 /// Finds a weight file: the explicit flag, else `$ADAIN_WEIGHTS/<file>`, else
-/// `weights/<file>` in the project the binary was built from (any ancestor of
-/// the executable holding `weights/<file>`, then the build's source tree).
+/// `weights/<file>` next to the binary's project (the nearest ancestor of the
+/// executable that has it: `target/release/adain` finds the project's `weights/`).
 /// Returns the candidates looked at when nothing is found.
 pub fn locate(flag: Option<&Path>, file: &str) -> std::result::Result<PathBuf, Vec<PathBuf>> {
     if let Some(p) = flag {
@@ -148,12 +178,8 @@ pub fn locate(flag: Option<&Path>, file: &str) -> std::result::Result<PathBuf, V
         }
         tried.push(p);
     }
-    let mut roots: Vec<PathBuf> = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        roots.extend(exe.ancestors().skip(1).map(Path::to_owned));
-    }
-    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    for root in roots {
+    let exe = std::env::current_exe().unwrap_or_default();
+    for root in exe.ancestors().skip(1) {
         let p = root.join("weights").join(file);
         if p.is_file() {
             return Ok(p);
@@ -174,7 +200,9 @@ pub fn read_pth(path: &Path) -> Result<Vec<(String, Tensor)>> {
     {
         use std::io::Read;
         let mut f = std::fs::File::open(path).with_context(|| format!("{p}: cannot read"))?;
-        let n = f.read(&mut head).with_context(|| format!("{p}: cannot read"))?;
+        let n = f
+            .read(&mut head)
+            .with_context(|| format!("{p}: cannot read"))?;
         if n < 4 {
             bail!("{p}: empty or truncated file, not a PyTorch checkpoint");
         }
@@ -189,8 +217,17 @@ pub fn read_pth(path: &Path) -> Result<Vec<(String, Tensor)>> {
         bail!("{p}: not a PyTorch checkpoint (expected a zip-format .pth)");
     }
     let mut found = None;
-    for key in [None, Some("state_dict"), Some("decoder"), Some("model"), Some("model_state_dict"), Some("net")] {
-        let Ok(pth) = candle_core::pickle::PthTensors::new(path, key) else { continue };
+    for key in [
+        None,
+        Some("state_dict"),
+        Some("decoder"),
+        Some("model"),
+        Some("model_state_dict"),
+        Some("net"),
+    ] {
+        let Ok(pth) = candle_core::pickle::PthTensors::new(path, key) else {
+            continue;
+        };
         if !pth.tensor_infos().is_empty() {
             found = Some(pth);
             break;
@@ -205,7 +242,11 @@ pub fn read_pth(path: &Path) -> Result<Vec<(String, Tensor)>> {
             .get(&name)
             .map_err(|e| anyhow!("{p}: tensor `{name}`: {e}"))?
             .ok_or_else(|| anyhow!("{p}: tensor `{name}` missing"))?;
-        let t = if t.dtype().is_float() { t.to_dtype(DType::F32)? } else { t };
+        let t = if t.dtype().is_float() {
+            t.to_dtype(DType::F32)?
+        } else {
+            t
+        };
         let name = name.strip_prefix("module.").unwrap_or(&name).to_string();
         out.push((name, t));
     }
@@ -235,7 +276,9 @@ pub fn classify(names: &[&str]) -> Kind {
 /// encoder is shape-checked; a decoder gets decoder metadata (its encoder is
 /// unknown: the reference's `vgg_normalised`, which is not ours).
 pub fn convert_pth(input: &Path, output: &Path, overwrite: bool) -> Result<Kind> {
-    if input.canonicalize().ok().is_some() && input.canonicalize().ok() == output.canonicalize().ok() {
+    if input.canonicalize().ok().is_some()
+        && input.canonicalize().ok() == output.canonicalize().ok()
+    {
         bail!("{}: refusing to write over the input", output.display());
     }
     let tensors = read_pth(input)?;
@@ -247,11 +290,23 @@ pub fn convert_pth(input: &Path, output: &Path, overwrite: bool) -> Result<Kind>
         Kind::Other => vec![],
     };
     let map: HashMap<String, Tensor> = tensors.iter().cloned().collect();
-    WeightFile { path: input.to_owned(), tensors: map, metadata: BTreeMap::new() }.check(&expected)?;
-    let source = input.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    WeightFile {
+        path: input.to_owned(),
+        tensors: map,
+        metadata: BTreeMap::new(),
+    }
+    .check(&expected)?;
+    let source = input
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let meta = match kind {
         Kind::Decoder => {
-            let mut m = decoder_metadata("unknown", &format!("{{\"converted_from\":\"{source}\"}}"), 0);
+            let mut m = decoder_metadata(
+                "unknown",
+                &format!("{{\"converted_from\":\"{source}\"}}"),
+                0,
+            );
             m.remove(META_ITER);
             m
         }

@@ -36,7 +36,15 @@ fn setup() -> Fx {
 /// Relative max error for features (raw VGG activations reach the hundreds).
 fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    let scale = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    let scale = b
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     max_abs_diff(a, b).unwrap() / scale.max(1e-6)
 }
 
@@ -48,7 +56,11 @@ fn check(name: &str, got: &Tensor, want: &Tensor, tol: f32) {
 }
 
 fn opts(alpha: f64) -> Options {
-    Options { alpha, control: Control::Blend(vec![1.0]), color: ColorMode::None }
+    Options {
+        alpha,
+        control: Control::Blend(vec![1.0]),
+        color: ColorMode::None,
+    }
 }
 
 #[test]
@@ -79,8 +91,15 @@ fn adain_matches() {
 fn stylize_with_alpha_matches() {
     let fx = setup();
     let (c, s) = (&fx.t["content"], fx.t["style1"].clone());
-    for (alpha, key) in [(1.0, "out.alpha1"), (0.5, "out.alpha05"), (0.0, "out.alpha0")] {
-        let out = fx.model.stylize(c, std::slice::from_ref(&s), &opts(alpha)).unwrap();
+    for (alpha, key) in [
+        (1.0, "out.alpha1"),
+        (0.5, "out.alpha05"),
+        (0.0, "out.alpha0"),
+    ] {
+        let out = fx
+            .model
+            .stylize(c, std::slice::from_ref(&s), &opts(alpha))
+            .unwrap();
         check(key, &out, &fx.t[key], TOL_OUT);
     }
 }
@@ -89,7 +108,11 @@ fn stylize_with_alpha_matches() {
 fn two_style_blend_matches() {
     let fx = setup();
     let styles = [fx.t["style1"].clone(), fx.t["style2"].clone()];
-    let o = Options { alpha: 0.8, control: Control::Blend(vec![0.25, 0.75]), color: ColorMode::None };
+    let o = Options {
+        alpha: 0.8,
+        control: Control::Blend(vec![0.25, 0.75]),
+        color: ColorMode::None,
+    };
     let out = fx.model.stylize(&fx.t["content"], &styles, &o).unwrap();
     check("out.blend", &out, &fx.t["out.blend"], TOL_OUT);
 }
@@ -99,16 +122,28 @@ fn coral_matches() {
     let fx = setup();
     let recoloured = adain::color::coral(&fx.t["style1"], &fx.t["content"]).unwrap();
     check("coral.style1", &recoloured, &fx.t["coral.style1"], 1e-5);
-    let o = Options { color: ColorMode::Coral, ..opts(1.0) };
-    let out = fx.model.stylize(&fx.t["content"], &[fx.t["style1"].clone()], &o).unwrap();
+    let o = Options {
+        color: ColorMode::Coral,
+        ..opts(1.0)
+    };
+    let out = fx
+        .model
+        .stylize(&fx.t["content"], &[fx.t["style1"].clone()], &o)
+        .unwrap();
     check("out.coral", &out, &fx.t["out.coral"], TOL_OUT);
 }
 
 #[test]
 fn luminance_matches() {
     let fx = setup();
-    let o = Options { color: ColorMode::Luminance, ..opts(1.0) };
-    let out = fx.model.stylize(&fx.t["content"], &[fx.t["style1"].clone()], &o).unwrap();
+    let o = Options {
+        color: ColorMode::Luminance,
+        ..opts(1.0)
+    };
+    let out = fx
+        .model
+        .stylize(&fx.t["content"], &[fx.t["style1"].clone()], &o)
+        .unwrap();
     check("out.luminance", &out, &fx.t["out.luminance"], TOL_OUT);
 }
 
@@ -117,7 +152,11 @@ fn two_region_mask_matches() {
     let fx = setup();
     let m0 = fx.t["mask0"].clone();
     let m1 = m0.affine(-1.0, 1.0).unwrap();
-    let o = Options { alpha: 1.0, control: Control::Masks(vec![m0, m1]), color: ColorMode::None };
+    let o = Options {
+        alpha: 1.0,
+        control: Control::Masks(vec![m0, m1]),
+        color: ColorMode::None,
+    };
     let styles = [fx.t["style1"].clone(), fx.t["style2"].clone()];
     let out = fx.model.stylize(&fx.t["content"], &styles, &o).unwrap();
     check("out.mask", &out, &fx.t["out.mask"], TOL_OUT);
@@ -127,7 +166,14 @@ fn two_region_mask_matches() {
 fn odd_content_size_keeps_size() {
     let fx = setup();
     // 37x29: padded to 40x32 by reflection inside, cropped back.
-    let c = fx.t["content"].narrow(2, 0, 29).unwrap().narrow(3, 0, 37).unwrap();
-    let out = fx.model.stylize(&c, &[fx.t["style1"].clone()], &opts(1.0)).unwrap();
+    let c = fx.t["content"]
+        .narrow(2, 0, 29)
+        .unwrap()
+        .narrow(3, 0, 37)
+        .unwrap();
+    let out = fx
+        .model
+        .stylize(&c, &[fx.t["style1"].clone()], &opts(1.0))
+        .unwrap();
     assert_eq!(out.dims(), &[1, 3, 29, 37]);
 }

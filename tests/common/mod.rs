@@ -22,11 +22,14 @@ pub fn vgg_path() -> PathBuf {
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 pub fn load_fixture(name: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture(name), &Device::Cpu).expect("fixture (regenerate with scripts/fixtures.sh)")
+    candle_core::safetensors::load(fixture(name), &Device::Cpu)
+        .expect("fixture (regenerate with scripts/fixtures.sh)")
 }
 
 /// Writes the formula decoder (see `adain::testing`) as a decoder file.

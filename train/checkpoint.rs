@@ -1,0 +1,125 @@
+//! The one place checkpoints are written and read.
+//!
+//! `RUN/checkpoints/ckpt_NNNNNNN.safetensors` holds everything a resume needs:
+//! the decoder under its own keys (so the file also works as `--decoder`), the
+//! Adam moments (`adam.m.*`, `adam.v.*`) and, in `__metadata__`, the decoder
+//! metadata plus the iteration and the resolved config. The data order is a pure
+//! function of (seed, iteration), so that is the sampler's whole state.
+//! `RUN/decoder.safetensors` is the latest decoder alone. Every write is atomic.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use adain::weights::{self, WeightFile};
+use anyhow::{Context, Result};
+use candle_core::{DType, Tensor};
+
+pub const META_CONFIG: &str = "train_config";
+pub const META_DATA: &str = "train_data";
+
+pub fn dir(run: &Path) -> PathBuf {
+    run.join("checkpoints")
+}
+
+fn name(iteration: u64) -> String {
+    format!("ckpt_{iteration:07}.safetensors")
+}
+
+fn iteration_of(path: &Path) -> Option<u64> {
+    path.file_name()?
+        .to_str()?
+        .strip_prefix("ckpt_")?
+        .strip_suffix(".safetensors")?
+        .parse()
+        .ok()
+}
+
+/// Writes checkpoint `iteration` and the latest `decoder.safetensors`, then keeps
+/// only the newest `keep` checkpoints. Returns the checkpoint's path.
+pub fn save(
+    run: &Path,
+    iteration: u64,
+    decoder: &[(String, Tensor)],
+    optimizer: &[(String, Tensor)],
+    metadata: &BTreeMap<String, String>,
+    keep: usize,
+) -> Result<PathBuf> {
+    let path = dir(run).join(name(iteration));
+    let all: Vec<(String, Tensor)> = decoder.iter().chain(optimizer).cloned().collect();
+    weights::save_safetensors(&path, &all, metadata, true)?;
+    let mut decoder_meta = metadata.clone();
+    decoder_meta.remove(META_CONFIG);
+    weights::save_safetensors(
+        &run.join(weights::DECODER_FILE),
+        decoder,
+        &decoder_meta,
+        true,
+    )?;
+    let mut old = list(run)?;
+    while old.len() > keep.max(1) {
+        let (_, p) = old.remove(0);
+        std::fs::remove_file(&p)
+            .with_context(|| format!("{}: cannot remove old checkpoint", p.display()))?;
+    }
+    Ok(path)
+}
+
+/// Checkpoints of a run, oldest first.
+pub fn list(run: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let d = dir(run);
+    if !d.is_dir() {
+        return Ok(vec![]);
+    }
+    let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(&d)
+        .with_context(|| format!("{}: cannot list", d.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|p| iteration_of(&p).map(|i| (i, p)))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// A loaded checkpoint.
+pub struct Checkpoint {
+    pub iteration: u64,
+    pub file: WeightFile,
+}
+
+impl Checkpoint {
+    /// Tensors whose names start with `prefix` (prefix kept).
+    pub fn with_prefix(&self, prefix: &str) -> HashMap<String, Tensor> {
+        self.file
+            .tensors
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, t)| (k.clone(), t.clone()))
+            .collect()
+    }
+
+    pub fn decoder_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut v: Vec<(String, Tensor)> = adain::Decoder::tensor_shapes()
+            .into_iter()
+            .map(|(k, _)| {
+                let t = self
+                    .file
+                    .tensors
+                    .get(&k)
+                    .with_context(|| format!("{}: missing `{k}`", self.file.path.display()))?;
+                Ok((k, t.to_dtype(DType::F32)?))
+            })
+            .collect::<Result<_>>()?;
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(v)
+    }
+}
+
+/// The newest checkpoint that loads; a damaged newer one is reported and skipped.
+pub fn latest(run: &Path) -> Result<Option<Checkpoint>> {
+    for (iteration, path) in list(run)?.into_iter().rev() {
+        match WeightFile::load(&path) {
+            Ok(file) => return Ok(Some(Checkpoint { iteration, file })),
+            Err(e) => tracing::warn!("skipping checkpoint: {e:#}"),
+        }
+    }
+    Ok(None)
+}
