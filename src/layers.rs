@@ -157,5 +157,6 @@ mod tests {
             .flatten_all()?
             .to_vec1::<f32>()?;
         assert_eq!(g, vec![0., 1., 0., 0.]);
+        Ok(())
     }
 }

@@ -113,11 +113,6 @@ impl Dataset {
     pub fn len(&self) -> usize {
         self.files.len()
     }
-
-    /// True when there are no usable images (never the case after [`discover`]).
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
-    }
 }
 
 /// Recursively collect files with an image extension below `dir`, following
@@ -350,11 +345,6 @@ impl Sampler {
         self.n
     }
 
-    /// Always false (a sampler has at least one item).
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
     /// The permutation used for `epoch` (freshly computed, not cached).
     pub fn permutation(&self, epoch: u64) -> Vec<usize> {
         let mut rng = DetRng::from_parts(&[self.seed, epoch]);
@@ -380,6 +370,7 @@ impl Sampler {
     }
 
     /// Indices for the `batch_size` slots of batch `batch_index`.
+    #[cfg(test)]
     pub fn indices(&self, batch_index: u64, batch_size: usize) -> Vec<usize> {
         (0..batch_size)
             .map(|slot| self.index_at(batch_index * batch_size as u64 + slot as u64, 0))

@@ -28,7 +28,12 @@ use config::Config;
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
-#[command(name = "adain-train", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "adain-train",
+    version,
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
+)]
 #[command(about = "Train an AdaIN decoder on photos (content) and paintings (style)")]
 #[command(
     long_about = "Train an AdaIN decoder on photos (content) and paintings (style).\n\n\
@@ -294,7 +299,11 @@ fn train(args: TrainArgs) -> Result<()> {
             .collect::<Result<_>>()?;
         adam.load_state(&state, ck.iteration)?;
         start = ck.iteration;
-        tracing::info!("resuming {} at iteration {start}", run.display());
+        tracing::info!(
+            "resuming {} at iteration {start} (optimizer step {})",
+            run.display(),
+            adam.step()
+        );
     }
     adain::atomic::write_bytes(&config_path, cfg.to_toml().as_bytes())?;
 
@@ -384,6 +393,12 @@ fn train(args: TrainArgs) -> Result<()> {
     let mut since_log = 0u64;
     for it in start..cfg.max_iter {
         let batch = loader.next()?;
+        if batch.index != it {
+            bail!(
+                "data loader out of step: batch {} at iteration {it}",
+                batch.index
+            );
+        }
         for (p, why) in batch.skipped {
             if bad_files.insert(p.clone()) {
                 tracing::warn!("skipped {}: {why}", p.display());
@@ -439,6 +454,17 @@ fn train(args: TrainArgs) -> Result<()> {
         }
         let interrupted = stop.load(Ordering::SeqCst);
         if done % cfg.save_every == 0 || done == cfg.max_iter || interrupted {
+            // Never checkpoint weights an update has made non-finite.
+            for (name, v) in &params {
+                if !scalar(&v.as_tensor().abs()?.sum_all()?)?.is_finite() {
+                    bar.abandon();
+                    bail!(
+                        "weights of `{name}` are not finite after iteration {done}: stopping. The last good checkpoint is {}; \
+                         try a lower --lr",
+                        last_saved.map(|p| p.display().to_string()).unwrap_or_else(|| "none".into())
+                    );
+                }
+            }
             let p = save(done, &adam, &records)?;
             bar.suspend(|| tracing::info!("saved {}", p.display()));
             last_saved = Some(p);

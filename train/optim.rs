@@ -78,16 +78,6 @@ impl Adam {
         self.step
     }
 
-    /// The hyper-parameters.
-    pub fn config(&self) -> &AdamConfig {
-        &self.cfg
-    }
-
-    /// The optimised parameters.
-    pub fn params(&self) -> &[(String, Var)] {
-        &self.params
-    }
-
     /// Learning rate of the iteration with 0-based index `iteration`.
     pub fn lr_at(&self, iteration: u64) -> f64 {
         self.cfg.lr / (1.0 + self.cfg.lr_decay * iteration as f64)
