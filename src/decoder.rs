@@ -5,7 +5,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::layers::PaddedConv;
+use crate::layers::{upsample2x, PaddedConv};
 
 /// (key, in, out, upsample x2 after this conv), in order.
 pub const DECODER_CONVS: [(&str, usize, usize, bool); 9] = [
@@ -60,8 +60,7 @@ impl Module for Decoder {
         for (conv, up) in &self.convs {
             x = conv.forward(&x)?;
             if *up {
-                let (_, _, h, w) = x.dims4()?;
-                x = x.upsample_nearest2d(2 * h, 2 * w)?;
+                x = upsample2x(&x)?;
             }
         }
         Ok(x)

@@ -70,19 +70,47 @@ impl PaddedConv {
 impl Module for PaddedConv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, _, k) = self.conv.weight().dims4()?;
-        let p = k / 2;
-        let x = if p > 0 {
-            reflect_pad(x, p, p, p, p)?
-        } else {
-            x.clone()
+        let fast = x.device().is_cpu() && x.dtype() == candle_core::DType::F32;
+        let y = match self.conv.bias() {
+            Some(b) if fast && k == 3 => crate::conv::conv3x3_reflect(x, self.conv.weight(), b)?,
+            Some(b) if fast && k == 1 => conv1x1(x, self.conv.weight(), b)?,
+            _ => {
+                let p = k / 2;
+                let x = if p > 0 {
+                    reflect_pad(x, p, p, p, p)?
+                } else {
+                    x.clone()
+                };
+                self.conv.forward(&x)?
+            }
         };
-        let y = self.conv.forward(&x)?;
         if self.relu {
             y.relu()
         } else {
             Ok(y)
         }
     }
+}
+
+/// A 1x1 conv as one matrix product (candle's conv backward is slow on CPU).
+fn conv1x1(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let o = weight.dim(0)?;
+    let cols = x.permute((1, 0, 2, 3))?.reshape((c, n * h * w))?;
+    let y = weight
+        .reshape((o, c))?
+        .matmul(&cols)?
+        .broadcast_add(&bias.reshape((o, 1))?)?;
+    y.reshape((o, n, h, w))?.permute((1, 0, 2, 3))
+}
+
+/// Nearest-neighbour x2 upsampling as a broadcast: its backward is a plain sum
+/// (candle's `upsample_nearest2d` backward is a grouped conv, slow on CPU).
+pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    x.reshape((n, c, h, 1, w, 1))?
+        .broadcast_as((n, c, h, 2, w, 2))?
+        .reshape((n, c, 2 * h, 2 * w))
 }
 
 /// 2x2 max-pool, stride 2, `ceil_mode=True` as in the reference VGG: an odd side
@@ -140,6 +168,18 @@ mod tests {
         assert_eq!(
             y.flatten_all()?.to_vec1::<f32>()?,
             vec![6., 8., 9., 11., 13., 14.]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn upsample_is_nearest() -> Result<()> {
+        let x = Tensor::arange(0f32, 6., &Device::Cpu)?.reshape((1, 1, 2, 3))?;
+        let a = upsample2x(&x)?;
+        let b = x.upsample_nearest2d(4, 6)?;
+        assert_eq!(
+            a.flatten_all()?.to_vec1::<f32>()?,
+            b.flatten_all()?.to_vec1::<f32>()?
         );
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! - [`adain`]: the AdaIN operation, blends and masked (regional) AdaIN;
 //! - [`decoder`]: the trained decoder, back to an image;
 //! - [`layers`]: reflection padding, padded conv, ceil-mode pooling;
+//! - [`conv`]: the fused CPU pad+conv (im2col/col2im) that makes training fast;
 //! - [`stylize`]: the inference pipeline (alpha, blends, masks, colour);
 //! - [`color`]: colour preservation (coral, luminance);
 //! - [`weights`]: weight files, metadata, locations, PyTorch import;
@@ -15,6 +16,7 @@
 pub mod adain;
 pub mod atomic;
 pub mod color;
+pub mod conv;
 pub mod decoder;
 pub mod encoder;
 pub mod image_io;

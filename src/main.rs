@@ -45,6 +45,25 @@ enum Cmd {
     },
     /// Show what a weight file holds: tensors, shapes and metadata.
     Info { file: PathBuf },
+    /// Time stylization (content + style encode, AdaIN, decode) at square sizes.
+    /// Weights do not change the timing: without a decoder a formula one is used.
+    Bench {
+        /// Image sides to time.
+        #[arg(long, value_delimiter = ',', default_value = "256,512")]
+        sizes: Vec<usize>,
+        /// Timed runs per size (after one warm-up); the median is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long)]
+        vgg: Option<PathBuf>,
+        #[arg(long)]
+        decoder: Option<PathBuf>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -132,6 +151,14 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("wrote {} ({what})", output.display());
             Ok(())
         }
+        Cmd::Bench {
+            sizes,
+            repeat,
+            threads,
+            vgg,
+            decoder,
+            json,
+        } => bench(&sizes, repeat, threads, vgg, decoder, json),
         Cmd::Info { file } => {
             let wf = WeightFile::load(&file)?;
             for (k, v) in &wf.metadata {
@@ -507,5 +534,61 @@ fn stylize(a: StylizeArgs) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    Ok(())
+}
+
+fn bench(
+    sizes: &[usize],
+    repeat: usize,
+    threads: usize,
+    vgg: Option<PathBuf>,
+    decoder: Option<PathBuf>,
+    json: bool,
+) -> Result<()> {
+    runtime::threads(threads);
+    let dev = Device::Cpu;
+    let vgg = weights::locate(vgg.as_deref(), weights::VGG_FILE)
+        .map_err(|_| anyhow::anyhow!("VGG encoder not found: pass --vgg"))?;
+    let enc = WeightFile::load(&vgg)?;
+    let dec = match weights::locate(decoder.as_deref(), weights::DECODER_FILE) {
+        Ok(p) => WeightFile::load(&p)?,
+        Err(_) => WeightFile {
+            path: "formula decoder".into(),
+            tensors: adain::testing::formula_decoder(0.003, &dev)?,
+            metadata: Default::default(),
+        },
+    };
+    let model = Model::new(&enc, &dec, &dev)?;
+    let opts = Options {
+        alpha: 1.0,
+        control: Control::Blend(vec![1.0]),
+        color: ColorMode::None,
+    };
+    let mut results = serde_json::Map::new();
+    for &s in sizes {
+        let c = Tensor::rand(0f32, 1., (1, 3, s, s), &dev)?;
+        let st = Tensor::rand(0f32, 1., (1, 3, s, s), &dev)?;
+        let mut times = Vec::new();
+        for i in 0..=repeat {
+            let t = std::time::Instant::now();
+            let out = model.stylize(&c, std::slice::from_ref(&st), &opts)?;
+            out.flatten_all()?.sum_all()?.to_scalar::<f32>()?;
+            if i > 0 {
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        results.insert(format!("stylize_{s}"), median.into());
+        if !json {
+            println!(
+                "stylize {s}x{s}: {median:.3} s (median of {repeat}, threads {})",
+                candle_core::utils::get_num_threads()
+            );
+        }
+    }
+    if json {
+        println!("{}", serde_json::Value::Object(results));
+    }
     Ok(())
 }

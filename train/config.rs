@@ -59,9 +59,9 @@ impl Default for Config {
     }
 }
 
-/// See README "Loss balance": the reference's 10 was tuned for `vgg_normalised`;
+/// See README "Loss balance" and scripts/loss_balance.py: the reference's 10 was tuned for `vgg_normalised`;
 /// on the raw VGG-19 the style terms are larger relative to the content term.
-pub const DEFAULT_STYLE_WEIGHT: f64 = 10.0;
+pub const DEFAULT_STYLE_WEIGHT: f64 = 50.0;
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Self> {

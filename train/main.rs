@@ -62,6 +62,23 @@ enum Cmd {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Time training steps (forward, backward, Adam) on random data.
+    Bench {
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 256)]
+        crop_size: usize,
+        /// Timed steps (after one warm-up); the median is reported.
+        #[arg(long, default_value_t = 2)]
+        steps: usize,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long)]
+        vgg: Option<PathBuf>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Default)]
@@ -93,7 +110,7 @@ struct TrainArgs {
     /// [default: 8]
     #[arg(long)]
     batch_size: Option<usize>,
-    /// [default: 10]
+    /// Style loss weight [default: 50; the reference's 10 assumed a normalised VGG, see README]
     #[arg(long)]
     style_weight: Option<f64>,
     /// [default: 1]
@@ -175,6 +192,14 @@ fn main() {
             dtype,
             overwrite,
         }) => export(&run, &out, &dtype, overwrite),
+        Some(Cmd::Bench {
+            batch_size,
+            crop_size,
+            steps,
+            threads,
+            vgg,
+            json,
+        }) => bench(batch_size, crop_size, steps, threads, vgg, json),
         None => train(cli.train),
     };
     if let Err(e) = result {
@@ -603,5 +628,52 @@ fn export(run: &Path, out: &Path, dtype: &str, overwrite: bool) -> Result<()> {
         out.display(),
         ck.iteration
     );
+    Ok(())
+}
+
+fn bench(
+    batch: usize,
+    crop: usize,
+    steps: usize,
+    threads: usize,
+    vgg: Option<PathBuf>,
+    json: bool,
+) -> Result<()> {
+    runtime::threads(threads);
+    let dev = Device::Cpu;
+    let vgg = weights::locate(vgg.as_deref(), weights::VGG_FILE)
+        .map_err(|_| anyhow::anyhow!("VGG encoder not found: pass --vgg"))?;
+    let vgg = WeightFile::load(&vgg)?;
+    let encoder = Encoder::new(VarBuilder::from_tensors(vgg.on(&dev)?, DType::F32, &dev))?;
+    let varmap = VarMap::new();
+    let decoder = Decoder::new(VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+    let params = sorted_vars(&varmap);
+    init_decoder(&params, 0)?;
+    let mut adam = optim::Adam::new(params, optim::AdamConfig::default())?;
+    let c = Tensor::rand(0f32, 1., (batch, 3, crop, crop), &dev)?;
+    let s = Tensor::rand(0f32, 1., (batch, 3, crop, crop), &dev)?;
+    let mut times = Vec::new();
+    for i in 0..=steps {
+        let t = Instant::now();
+        let l = loss::losses(&encoder, &decoder, &c, &s)?;
+        let grads = l.total(1.0, 50.0)?.backward()?;
+        adam.step_grads(&grads)?;
+        if i > 0 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ format!("train_step_b{batch}_{crop}"): median })
+        );
+    } else {
+        println!(
+            "training step, batch {batch}, {crop}x{crop}: {median:.2} s (median of {steps}, threads {})",
+            candle_core::utils::get_num_threads()
+        );
+    }
     Ok(())
 }
