@@ -684,6 +684,19 @@ def summary(path):
 META = {"generator": f"scripts/make_fixtures.py (torch {torch.__version__})"}
 
 
+def make_images():
+    """Input formats the Rust side cannot write itself: a palette PNG and a CMYK JPEG."""
+    from PIL import Image
+    d = os.path.join(FIX, "images")
+    os.makedirs(d, exist_ok=True)
+    x = np.arange(40)[None, :].repeat(24, 0)
+    y = np.arange(24)[:, None].repeat(40, 1)
+    rgb = np.stack([x * 6, y * 10, (x + y) * 3], -1).astype(np.uint8)
+    img = Image.fromarray(rgb)
+    img.convert("P", palette=Image.ADAPTIVE, colors=16).save(os.path.join(d, "palette.png"))
+    img.convert("CMYK").save(os.path.join(d, "cmyk.jpg"), quality=90)
+
+
 def main():
     os.makedirs(FIX, exist_ok=True)
     vgg = load_vgg()
@@ -694,6 +707,7 @@ def main():
     save_file(train, os.path.join(FIX, "train_parity.safetensors"),
               metadata=META)
     make_pth()
+    make_images()
     summary(os.path.join(FIX, "parity.safetensors"))
     summary(os.path.join(FIX, "train_parity.safetensors"))
     for f in sorted(os.listdir(PTH)):

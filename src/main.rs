@@ -414,16 +414,7 @@ fn stylize(a: StylizeArgs) -> Result<()> {
         }
     }
 
-    let vgg = weights::locate(a.vgg.as_deref(), weights::VGG_FILE).map_err(|tried| {
-        anyhow::anyhow!(
-            "VGG encoder not found (looked for --vgg, {}): run scripts/setup.sh or pass --vgg",
-            tried
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })?;
+    let vgg = weights::locate_encoder(a.vgg.as_deref())?;
     let decoder = weights::locate(a.decoder.as_deref(), weights::DECODER_FILE)
         .map_err(|t| anyhow::anyhow!(no_decoder_help(&t)))?;
     for (p, what) in [(&vgg, "encoder"), (&decoder, "decoder")] {
@@ -547,9 +538,7 @@ fn bench(
 ) -> Result<()> {
     runtime::threads(threads);
     let dev = Device::Cpu;
-    let vgg = weights::locate(vgg.as_deref(), weights::VGG_FILE)
-        .map_err(|_| anyhow::anyhow!("VGG encoder not found: pass --vgg"))?;
-    let enc = WeightFile::load(&vgg)?;
+    let (_, enc) = weights::load_encoder(vgg.as_deref())?;
     let dec = match weights::locate(decoder.as_deref(), weights::DECODER_FILE) {
         Ok(p) => WeightFile::load(&p)?,
         Err(_) => WeightFile {
@@ -568,17 +557,11 @@ fn bench(
     for &s in sizes {
         let c = Tensor::rand(0f32, 1., (1, 3, s, s), &dev)?;
         let st = Tensor::rand(0f32, 1., (1, 3, s, s), &dev)?;
-        let mut times = Vec::new();
-        for i in 0..=repeat {
-            let t = std::time::Instant::now();
+        let median = runtime::median_secs(repeat, || {
             let out = model.stylize(&c, std::slice::from_ref(&st), &opts)?;
-            out.flatten_all()?.sum_all()?.to_scalar::<f32>()?;
-            if i > 0 {
-                times.push(t.elapsed().as_secs_f64());
-            }
-        }
-        times.sort_by(f64::total_cmp);
-        let median = times[times.len() / 2];
+            out.sum_all()?.to_scalar::<f32>()?;
+            Ok(())
+        })?;
         results.insert(format!("stylize_{s}"), median.into());
         if !json {
             println!(

@@ -40,3 +40,16 @@ pub fn logging(quiet: bool) {
         .with_target(false)
         .try_init();
 }
+
+/// Median wall time in seconds of `repeat` runs of `f`, after one untimed warm-up.
+pub fn median_secs(repeat: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut times = Vec::with_capacity(repeat);
+    for _ in 0..repeat.max(1) {
+        let t = std::time::Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}

@@ -191,6 +191,25 @@ pub fn locate(flag: Option<&Path>, file: &str) -> std::result::Result<PathBuf, V
     Err(tried)
 }
 
+/// Where the VGG encoder is (see [`locate`]), or an error saying where it looked.
+pub fn locate_encoder(flag: Option<&Path>) -> Result<PathBuf> {
+    locate(flag, VGG_FILE).map_err(|tried| {
+        let tried: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+        anyhow!(
+            "VGG encoder not found (looked for --vgg, {}): run scripts/setup.sh or pass --vgg",
+            tried.join(", ")
+        )
+    })
+}
+
+/// The VGG encoder file: located, read and shape-checked.
+pub fn load_encoder(flag: Option<&Path>) -> Result<(PathBuf, WeightFile)> {
+    let path = locate_encoder(flag)?;
+    let file = WeightFile::load(&path)?;
+    file.check(&encoder_shapes())?;
+    Ok((path, file))
+}
+
 /// Reads the tensors of a PyTorch checkpoint (zip format): a bare state dict,
 /// or a training checkpoint that wraps it under a common key. `module.`
 /// prefixes (DataParallel) are stripped. Tensors come back as f32.

@@ -635,3 +635,22 @@ fn convert_pytorch_checkpoints() {
         &["x.pth"],
     );
 }
+
+#[test]
+fn palette_and_cmyk_inputs_work() {
+    let e = env();
+    save(&gradient(32, 32, 1), &e.p("s.png"));
+    for f in ["palette.png", "cmyk.jpg"] {
+        let out = e.p(&format!("out_{f}.png"));
+        let input = common::fixture(&format!("images/{f}"));
+        ok(&e.stylize(&[
+            "-c",
+            input.to_str().unwrap(),
+            "-s",
+            e.p("s.png").to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]));
+        assert_eq!(image::open(&out).unwrap().dimensions(), (40, 24), "{f}");
+    }
+}

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use adain::weights::{self, WeightFile};
+use adain::weights;
 use adain::{runtime, Decoder, Encoder};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Module, Tensor, Var};
@@ -259,11 +259,7 @@ fn train(args: TrainArgs) -> Result<()> {
     let device = runtime::device(&cfg.device)?;
 
     // Encoder (frozen: plain tensors, no variables).
-    let vgg_path = weights::locate(cfg.vgg.as_deref(), weights::VGG_FILE).map_err(|_| {
-        anyhow::anyhow!("VGG encoder not found: run scripts/setup.sh or pass --vgg")
-    })?;
-    let vgg = WeightFile::load(&vgg_path)?;
-    vgg.check(&weights::encoder_shapes())?;
+    let (vgg_path, vgg) = weights::load_encoder(cfg.vgg.as_deref())?;
     let encoder = Encoder::new(VarBuilder::from_tensors(
         vgg.on(&device)?,
         DType::F32,
@@ -641,9 +637,7 @@ fn bench(
 ) -> Result<()> {
     runtime::threads(threads);
     let dev = Device::Cpu;
-    let vgg = weights::locate(vgg.as_deref(), weights::VGG_FILE)
-        .map_err(|_| anyhow::anyhow!("VGG encoder not found: pass --vgg"))?;
-    let vgg = WeightFile::load(&vgg)?;
+    let (_, vgg) = weights::load_encoder(vgg.as_deref())?;
     let encoder = Encoder::new(VarBuilder::from_tensors(vgg.on(&dev)?, DType::F32, &dev))?;
     let varmap = VarMap::new();
     let decoder = Decoder::new(VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
@@ -652,18 +646,11 @@ fn bench(
     let mut adam = optim::Adam::new(params, optim::AdamConfig::default())?;
     let c = Tensor::rand(0f32, 1., (batch, 3, crop, crop), &dev)?;
     let s = Tensor::rand(0f32, 1., (batch, 3, crop, crop), &dev)?;
-    let mut times = Vec::new();
-    for i in 0..=steps {
-        let t = Instant::now();
+    let median = runtime::median_secs(steps, || {
         let l = loss::losses(&encoder, &decoder, &c, &s)?;
         let grads = l.total(1.0, 50.0)?.backward()?;
-        adam.step_grads(&grads)?;
-        if i > 0 {
-            times.push(t.elapsed().as_secs_f64());
-        }
-    }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+        Ok(adam.step_grads(&grads)?)
+    })?;
     if json {
         println!(
             "{}",
