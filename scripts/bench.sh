@@ -15,9 +15,9 @@ while [ $# -gt 0 ]; do
 done
 [ -x .venv/bin/python ] || { python3 -m venv .venv && .venv/bin/pip install -q torch numpy safetensors; }
 cargo build --release --bins -q
-ours_s=$(target/release/adain bench --threads "$threads" --json)
-ours_t=$(target/release/adain-train bench --threads "$threads" --batch-size "$batch" --crop-size "$crop" --json)
-torch=$(.venv/bin/python scripts/bench_torch.py --threads "$threads" --batch-size "$batch" --crop-size "$crop")
+ours_s=$(target/release/adain bench --threads "$threads" --json | tail -n1)
+ours_t=$(target/release/adain-train bench --threads "$threads" --batch-size "$batch" --crop-size "$crop" --json | tail -n1)
+torch=$(.venv/bin/python scripts/bench_torch.py --threads "$threads" --batch-size "$batch" --crop-size "$crop" | tail -n1)
 python3 - "$ours_s" "$ours_t" "$torch" "$threads" <<'PY'
 import json, sys
 ours = {**json.loads(sys.argv[1]), **json.loads(sys.argv[2])}
