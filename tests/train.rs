@@ -400,3 +400,31 @@ fn nan_loss_stops_with_a_clear_message() {
         adain::weights::WeightFile::load(&p).unwrap();
     }
 }
+
+#[test]
+fn config_file_sets_options_and_is_written_resolved() {
+    let d = Data::new();
+    let cfg = d.p("cfg.toml");
+    std::fs::write(&cfg, "max-iter = 2\nstyle-weight = 7.5\nseed = 3\n").unwrap();
+    // flags still win over the file: --log-every 1 from cmd(), --max-iter from the file
+    ok(&d.run("run", &["--config", cfg.to_str().unwrap()]));
+    let written = std::fs::read_to_string(d.p("run/config.toml")).unwrap();
+    for line in [
+        "max-iter = 2",
+        "style-weight = 7.5",
+        "seed = 3",
+        "crop-size = 32",
+        "log-every = 1",
+    ] {
+        assert!(written.contains(line), "{line} missing from:\n{written}");
+    }
+    assert_eq!(log(&d.p("run")).len(), 2);
+    std::fs::write(&cfg, "max-iters = 2\n").unwrap();
+    let o = d.run("run2", &["--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("cfg.toml") && e.contains("max-iters") && e.lines().count() == 1,
+        "{e}"
+    );
+}
