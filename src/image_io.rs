@@ -82,7 +82,7 @@ pub fn load_checked(path: &Path) -> Result<Picture> {
     Ok(pic)
 }
 
-/// Loads a mask as a [H,W] tensor of 0/1 (grey value >= 128 is "on").
+/// Loads a mask (or label) image as 8-bit grey; callers binarise at 128.
 pub fn load_mask(path: &Path) -> Result<GrayImage> {
     let p = path.display();
     let img = ImageReader::open(path)
