@@ -78,11 +78,12 @@ fn sym_eigen(mut a: Mat3) -> ([f64; 3], Mat3) {
             let c = 1.0 / (t * t + 1.0).sqrt();
             let s = t * c;
             // A <- J^T A J
-            for k in 0..3 {
-                let (akp, akq) = (a[k][p], a[k][q]);
-                a[k][p] = c * akp - s * akq;
-                a[k][q] = s * akp + c * akq;
+            for row in a.iter_mut() {
+                let (akp, akq) = (row[p], row[q]);
+                row[p] = c * akp - s * akq;
+                row[q] = s * akp + c * akq;
             }
+            #[allow(clippy::needless_range_loop)] // two rows of the same matrix
             for k in 0..3 {
                 let (apk, aqk) = (a[p][k], a[q][k]);
                 a[p][k] = c * apk - s * aqk;

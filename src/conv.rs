@@ -114,6 +114,7 @@ fn col2im(cols: &[f32], n: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
 struct Mat(*const f32, isize, isize);
 
 /// dst (m x n, row-major, row stride `dst_rs`) (+)= lhs (m x k) * rhs (k x n).
+#[allow(clippy::too_many_arguments)] // mirrors gemm's own signature
 ///
 /// # Safety
 /// The views must lie inside live buffers of the sizes their strides imply.

@@ -88,7 +88,8 @@ impl Config {
         if self.crop_size < 16 || self.load_size < self.crop_size {
             bail!("--crop-size must be at least 16 and --load-size at least --crop-size");
         }
-        if !(self.lr > 0.0)
+        if self.lr.is_nan()
+            || self.lr <= 0.0
             || self.lr_decay < 0.0
             || self.style_weight < 0.0
             || self.content_weight < 0.0
