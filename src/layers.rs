@@ -61,10 +61,6 @@ impl PaddedConv {
         let conv = Conv2d::new(weight, Some(bias), Conv2dConfig::default());
         Ok(Self { conv, relu })
     }
-
-    pub fn weight(&self) -> &Tensor {
-        self.conv.weight()
-    }
 }
 
 impl Module for PaddedConv {

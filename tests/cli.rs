@@ -119,8 +119,6 @@ fn odd_size_in_odd_size_out() {
         e.p("s.png").to_str().unwrap(),
         "-o",
         e.p("dir").to_str().unwrap(),
-        "--content-size",
-        "0",
         "--ext",
         "png",
     ]);
@@ -166,8 +164,6 @@ fn exif_orientation_is_applied() {
         e.p("s.png").to_str().unwrap(),
         "-o",
         out.to_str().unwrap(),
-        "--content-size",
-        "0",
     ]));
     assert_eq!(image::open(&out).unwrap().dimensions(), (24, 48));
 }
@@ -193,8 +189,6 @@ fn rgba_alpha_is_carried_to_png() {
         e.p("s.png").to_str().unwrap(),
         "-o",
         out.to_str().unwrap(),
-        "--content-size",
-        "0",
     ]));
     let got = image::open(&out).unwrap().to_rgba8();
     assert_eq!(got.dimensions(), (40, 24));
@@ -219,8 +213,6 @@ fn rgba_alpha_is_carried_to_png() {
             e.p("s.png").to_str().unwrap(),
             "-o",
             o.to_str().unwrap(),
-            "--content-size",
-            "0",
         ]));
         assert_eq!(image::open(&o).unwrap().dimensions(), (30, 20));
     }
@@ -281,8 +273,6 @@ fn directory_batch_encodes_each_style_once() {
         "1,3",
         "-o",
         e.p("blend").to_str().unwrap(),
-        "--content-size",
-        "0",
     ]));
     assert!(e.p("blend/a_blend.jpg").is_file());
 }
@@ -343,8 +333,6 @@ fn masks_and_colour_modes_run() {
             mode,
             "-o",
             o.to_str().unwrap(),
-            "--content-size",
-            "0",
         ]));
         assert_eq!(image::open(&o).unwrap().dimensions(), (40, 32));
     }
@@ -428,22 +416,12 @@ fn user_errors_are_one_line() {
         &e.stylize(&["-c", &c, "-s", &s, "-o", &c]),
         &["c.png", "input"],
     );
-    ok(&e.stylize(&["-c", &c, "-s", &s, "-o", &out, "--content-size", "0"]));
+    ok(&e.stylize(&["-c", &c, "-s", &s, "-o", &out]));
     fails_with(
         &e.stylize(&["-c", &c, "-s", &s, "-o", &out]),
         &["o.png", "--overwrite"],
     );
-    ok(&e.stylize(&[
-        "-c",
-        &c,
-        "-s",
-        &s,
-        "-o",
-        &out,
-        "--content-size",
-        "0",
-        "--overwrite",
-    ]));
+    ok(&e.stylize(&["-c", &c, "-s", &s, "-o", &out, "--overwrite"]));
 }
 
 #[test]

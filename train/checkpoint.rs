@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use adain::weights::{self, WeightFile};
 use anyhow::{Context, Result};
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 pub const META_CONFIG: &str = "train_config";
 pub const META_DATA: &str = "train_data";
@@ -105,7 +105,7 @@ impl Checkpoint {
                     .tensors
                     .get(&k)
                     .with_context(|| format!("{}: missing `{k}`", self.file.path.display()))?;
-                Ok((k, t.to_dtype(DType::F32)?))
+                Ok((k, t.clone()))
             })
             .collect::<Result<_>>()?;
         v.sort_by(|a, b| a.0.cmp(&b.0));

@@ -340,7 +340,7 @@ fn train(args: TrainArgs) -> Result<()> {
     adain::atomic::write_bytes(&log_path, log_text.as_bytes())?;
     let mut log = std::fs::OpenOptions::new().append(true).open(&log_path)?;
 
-    let samples = SamplePairs::new(&content.files, &style.files, &cfg, &device)?;
+    let samples = SamplePairs::new(&content.files, &style.files, &cfg, &encoder, &device)?;
     let mut loader = data::Loader::new(
         content,
         style,
@@ -471,7 +471,7 @@ fn train(args: TrainArgs) -> Result<()> {
         }
         if done % cfg.sample_every == 0 {
             let p = run.join("samples").join(format!("iter_{done:06}.jpg"));
-            samples.write(&encoder, &decoder, &p)?;
+            samples.write(&decoder, &p)?;
         }
         let interrupted = stop.load(Ordering::SeqCst);
         if done % cfg.save_every == 0 || done == cfg.max_iter || interrupted {
@@ -562,13 +562,20 @@ fn read_log(path: &Path) -> Result<Vec<LogRecord>> {
         .collect())
 }
 
-/// Fixed content/style pairs whose stylization is saved as training goes on.
+/// Fixed content/style pairs whose stylization is saved as training goes on,
+/// with their AdaIN targets (the encoder is frozen, so these never change).
 struct SamplePairs {
-    pairs: Vec<(Tensor, Tensor)>,
+    pairs: Vec<(Tensor, Tensor, Tensor)>,
 }
 
 impl SamplePairs {
-    fn new(content: &[PathBuf], style: &[PathBuf], cfg: &Config, device: &Device) -> Result<Self> {
+    fn new(
+        content: &[PathBuf],
+        style: &[PathBuf],
+        cfg: &Config,
+        encoder: &Encoder,
+        device: &Device,
+    ) -> Result<Self> {
         let n = 4.min(content.len()).min(style.len());
         let pick = |files: &[PathBuf], k: usize| files[k * files.len() / n].clone();
         let mut pairs = Vec::new();
@@ -580,23 +587,24 @@ impl SamplePairs {
                 Ok(Tensor::from_vec(v, (1, 3, s, s), &Device::Cpu)?.to_device(device)?)
             };
             if let (Ok(c), Ok(s)) = (load(&pick(content, k)), load(&pick(style, k))) {
-                pairs.push((c, s));
+                let t = adain::adain::adain(&encoder.relu4_1(&c)?, &encoder.relu4_1(&s)?)?;
+                pairs.push((c, s, t));
             }
         }
         Ok(Self { pairs })
     }
 
-    fn write(&self, encoder: &Encoder, decoder: &Decoder, path: &Path) -> Result<()> {
-        let mut outs = Vec::new();
-        for (c, s) in &self.pairs {
-            let t = adain::adain::adain(&encoder.relu4_1(c)?, &encoder.relu4_1(s)?)?;
-            outs.push(decoder.forward(&t)?.detach());
-        }
+    fn write(&self, decoder: &Decoder, path: &Path) -> Result<()> {
+        let outs = self
+            .pairs
+            .iter()
+            .map(|(_, _, t)| Ok(decoder.forward(t)?.detach()))
+            .collect::<Result<Vec<_>>>()?;
         let rows: Vec<[&Tensor; 3]> = self
             .pairs
             .iter()
             .zip(&outs)
-            .map(|((c, s), o)| [c, s, o])
+            .map(|((c, s, _), o)| [c, s, o])
             .collect();
         plot::save_grid(path, &rows, 192)
     }
