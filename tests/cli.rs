@@ -311,17 +311,46 @@ fn masks_and_colour_modes_run() {
         o1.to_str().unwrap(),
     ]);
     ok(&e.stylize(&args));
-    // one label image selecting between the two styles gives the same picture
-    let mut args = base.to_vec();
+    // One label image (m1: 255 left, 0 right) selects styles by sorted value:
+    // 0 -> first style, 255 -> second. With the styles given as s2, s1 that is the
+    // assignment of the two masks above (left s1, right s2): the same picture.
     let o2 = e.p("label.png");
-    args.extend(["--mask", m1.to_str().unwrap(), "-o", o2.to_str().unwrap()]);
+    let args = [
+        "-c",
+        c.to_str().unwrap(),
+        "-s",
+        s2.to_str().unwrap(),
+        "-s",
+        s1.to_str().unwrap(),
+        "--mask",
+        m1.to_str().unwrap(),
+        "-o",
+        o2.to_str().unwrap(),
+    ];
     ok(&e.stylize(&args));
     let (a, b) = (
         image::open(&o1).unwrap().to_rgb8(),
         image::open(&o2).unwrap().to_rgb8(),
     );
-    // label values sorted: 0 -> style 1 (right half), 255 -> style 2 (left half): the mirror assignment
-    assert_eq!(a.dimensions(), b.dimensions());
+    assert_eq!(a.dimensions(), (40, 32));
+    assert!(
+        a == b,
+        "label image and per-style masks must give the same result"
+    );
+    // and the masked result differs from either style alone
+    let whole = e.p("whole.png");
+    ok(&e.stylize(&[
+        "-c",
+        c.to_str().unwrap(),
+        "-s",
+        s1.to_str().unwrap(),
+        "-o",
+        whole.to_str().unwrap(),
+    ]));
+    assert!(
+        image::open(&whole).unwrap().to_rgb8() != a,
+        "the mask changed nothing"
+    );
     for mode in ["coral", "luminance"] {
         let o = e.p(&format!("{mode}.png"));
         ok(&e.stylize(&[
