@@ -7,6 +7,8 @@
 //! - [`decoder`]: the trained decoder, back to an image;
 //! - [`layers`]: reflection padding, padded conv, ceil-mode pooling;
 //! - [`conv`]: the fused CPU pad+conv (im2col/col2im) that makes training fast;
+//! - [`loss`]: every loss: training objective, style statistics, Gram matrices;
+//! - [`optim`]: optimisers (Adam with inverse-time decay);
 //! - [`stylize`]: the inference pipeline (alpha, blends, masks, colour);
 //! - [`color`]: colour preservation (coral, luminance);
 //! - [`weights`]: weight files, metadata, locations, PyTorch import;
@@ -21,6 +23,8 @@ pub mod decoder;
 pub mod encoder;
 pub mod image_io;
 pub mod layers;
+pub mod loss;
+pub mod optim;
 pub mod runtime;
 pub mod stylize;
 #[doc(hidden)]

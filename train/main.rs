@@ -5,8 +5,6 @@
 mod checkpoint;
 mod config;
 mod data;
-mod loss;
-mod optim;
 #[cfg(test)]
 mod parity_test;
 mod plot;
@@ -290,9 +288,9 @@ fn train(args: TrainArgs) -> Result<()> {
     let decoder = Decoder::new(VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
     let params = sorted_vars(&varmap);
     init_decoder(&params, cfg.seed)?;
-    let mut adam = optim::Adam::new(
+    let mut adam = adain::optim::Adam::new(
         params.clone(),
-        optim::AdamConfig {
+        adain::optim::AdamConfig {
             lr: cfg.lr,
             lr_decay: cfg.lr_decay,
             ..Default::default()
@@ -374,33 +372,34 @@ fn train(args: TrainArgs) -> Result<()> {
         m.insert(checkpoint::META_DATA.into(), data_json.clone());
         m
     };
-    let save = |iteration: u64, adam: &optim::Adam, records: &[LogRecord]| -> Result<PathBuf> {
-        let dec: Vec<(String, Tensor)> = params
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
-        let p = checkpoint::save(
-            &run,
-            iteration,
-            &dec,
-            &adam.state(),
-            &meta(iteration),
-            cfg.keep,
-        )?;
-        let points: Vec<plot::LossPoint> = records
-            .iter()
-            .map(|r| plot::LossPoint {
-                iter: r.iter,
-                content: r.loss_content,
-                style: r.loss_style,
-                total: r.loss,
-            })
-            .collect();
-        if let Err(e) = plot::plot_losses(&run.join("loss.png"), &points) {
-            tracing::warn!("loss plot: {e:#}");
-        }
-        Ok(p)
-    };
+    let save =
+        |iteration: u64, adam: &adain::optim::Adam, records: &[LogRecord]| -> Result<PathBuf> {
+            let dec: Vec<(String, Tensor)> = params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+                .collect();
+            let p = checkpoint::save(
+                &run,
+                iteration,
+                &dec,
+                &adam.state(),
+                &meta(iteration),
+                cfg.keep,
+            )?;
+            let points: Vec<plot::LossPoint> = records
+                .iter()
+                .map(|r| plot::LossPoint {
+                    iter: r.iter,
+                    content: r.loss_content,
+                    style: r.loss_style,
+                    total: r.loss,
+                })
+                .collect();
+            if let Err(e) = plot::plot_losses(&run.join("loss.png"), &points) {
+                tracing::warn!("loss plot: {e:#}");
+            }
+            Ok(p)
+        };
 
     let bar = indicatif::ProgressBar::new(cfg.max_iter);
     bar.set_position(start);
@@ -426,7 +425,7 @@ fn train(args: TrainArgs) -> Result<()> {
             }
         }
         let lr = adam.lr_at(it);
-        let losses = loss::losses(
+        let losses = adain::loss::losses(
             &encoder,
             &decoder,
             &batch.content.to_device(&device)?,
@@ -651,11 +650,11 @@ fn bench(
     let decoder = Decoder::new(VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
     let params = sorted_vars(&varmap);
     init_decoder(&params, 0)?;
-    let mut adam = optim::Adam::new(params, optim::AdamConfig::default())?;
+    let mut adam = adain::optim::Adam::new(params, adain::optim::AdamConfig::default())?;
     let c = Tensor::rand(0f32, 1., (batch, 3, crop, crop), &dev)?;
     let s = Tensor::rand(0f32, 1., (batch, 3, crop, crop), &dev)?;
     let median = runtime::median_secs(steps, || {
-        let l = loss::losses(&encoder, &decoder, &c, &s)?;
+        let l = adain::loss::losses(&encoder, &decoder, &c, &s)?;
         let grads = l.total(1.0, 50.0)?.backward()?;
         adam.step_grads(&grads)
     })?;

@@ -10,8 +10,8 @@ use adain::{Decoder, Encoder};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
-use crate::loss::losses;
-use crate::optim::{Adam, AdamConfig};
+use adain::loss::losses;
+use adain::optim::{Adam, AdamConfig};
 
 fn vgg() -> WeightFile {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

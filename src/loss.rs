@@ -1,0 +1,75 @@
+//! Every loss in the project, in one place.
+//!
+//! The training objective, exactly as the reference `Net.forward`:
+//! content = MSE(relu4_1(g(t)), t) with t = AdaIN(relu4_1(c), relu4_1(s));
+//! style = sum over relu1_1..relu4_1 of MSE(mean) + MSE(std) between g(t) and s
+//! ([`style_musigma`]). The same terms score stylizers (`adain eval`) and drive
+//! the optimisation method (`adain optimize`), together with [`gram`] matrices.
+
+use crate::adain::{adain, mean_std};
+use crate::{Decoder, Encoder};
+use candle_core::{Module, Result, Tensor};
+
+/// Both loss terms (scalars, still attached to the decoder's graph).
+pub struct Losses {
+    pub content: Tensor,
+    pub style: Tensor,
+}
+
+impl Losses {
+    /// `cw * content + sw * style`.
+    pub fn total(&self, content_weight: f64, style_weight: f64) -> Result<Tensor> {
+        (&self.content * content_weight)? + (&self.style * style_weight)?
+    }
+}
+
+/// Mean squared error over all elements (a scalar).
+pub fn mse(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    (a - b)?.sqr()?.mean_all()
+}
+
+/// AdaIN's style loss: sum over the given layers of MSE(mean) + MSE(std) between
+/// the features of an image and those of the style (the style side is detached).
+pub fn style_musigma(feats: &[Tensor], style_feats: &[Tensor]) -> Result<Tensor> {
+    let mut total: Option<Tensor> = None;
+    for (gf, sf) in feats.iter().zip(style_feats) {
+        let (g, s) = (mean_std(gf)?, mean_std(sf)?);
+        let term = (mse(&g.mean, &s.mean.detach())? + mse(&g.std, &s.std.detach())?)?;
+        total = Some(match total {
+            None => term,
+            Some(acc) => (acc + term)?,
+        });
+    }
+    match total {
+        Some(t) => Ok(t),
+        None => candle_core::bail!("style loss over no layers"),
+    }
+}
+
+/// Gram matrices of a feature map [N,C,H,W] -> [N,C,C], normalised by C*H*W:
+/// `G = F F^T / (C H W)` with F the [C, H*W] feature matrix.
+pub fn gram(feat: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = feat.dims4()?;
+    let f = feat.reshape((n, c, h * w))?;
+    f.matmul(&f.t()?)? / (c * h * w) as f64
+}
+
+/// One forward pass of the objective for a batch of content and style images
+/// ([B,3,H,W] in [0,1]). The encoder has no variables, so no gradient is ever
+/// computed for it; gradients reach the decoder through it.
+pub fn losses(
+    encoder: &Encoder,
+    decoder: &Decoder,
+    content: &Tensor,
+    style: &Tensor,
+) -> Result<Losses> {
+    let style_feats = encoder.features(style)?;
+    let content_feat = encoder.relu4_1(content)?;
+    let t = adain(&content_feat, &style_feats[3])?.detach();
+    let g = decoder.forward(&t)?;
+    let g_feats = encoder.features(&g)?;
+    Ok(Losses {
+        content: mse(&g_feats[3], &t)?,
+        style: style_musigma(&g_feats, &style_feats)?,
+    })
+}
