@@ -7,4 +7,6 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
     .venv/bin/pip install torch numpy safetensors
 fi
-exec .venv/bin/python scripts/make_fixtures.py "$@"
+.venv/bin/python scripts/make_fixtures.py "$@"
+# adain optimize: objective, gradients and L-BFGS steps (its docstring is the contract)
+.venv/bin/python scripts/make_optimize_fixtures.py

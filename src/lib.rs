@@ -8,8 +8,10 @@
 //! - [`layers`]: reflection padding, padded conv, ceil-mode pooling;
 //! - [`conv`]: the fused CPU pad+conv (im2col/col2im) that makes training fast;
 //! - [`loss`]: every loss: training objective, style statistics, Gram matrices;
-//! - [`optim`]: optimisers (Adam with inverse-time decay);
+//! - [`optim`]: optimisers (Adam with inverse-time decay; L-BFGS);
+//! - [`optimize`]: Gatys et al.'s method: the image itself optimised (`adain optimize`);
 //! - [`stylize`]: the inference pipeline (alpha, blends, masks, colour);
+//! - [`eval`]: scoring stylizers (style and content metrics, SSIM, reports);
 //! - [`color`]: colour preservation (coral, luminance);
 //! - [`weights`]: weight files, metadata, locations, PyTorch import;
 //! - [`image_io`]: pictures in and out; [`atomic`]: crash-safe writes;
@@ -21,10 +23,12 @@ pub mod color;
 pub mod conv;
 pub mod decoder;
 pub mod encoder;
+pub mod eval;
 pub mod image_io;
 pub mod layers;
 pub mod loss;
 pub mod optim;
+pub mod optimize;
 pub mod runtime;
 pub mod stylize;
 #[doc(hidden)]

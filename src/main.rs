@@ -13,6 +13,8 @@ use adain::image_io::{self, Picture};
 use adain::weights::{self, Kind, WeightFile};
 use adain::{runtime, ColorMode, Control, Model, Options};
 
+mod cmd;
+
 #[derive(Parser)]
 #[command(
     name = "adain",
@@ -34,6 +36,14 @@ struct Cli {
 enum Cmd {
     /// Stylize content image(s) with style image(s).
     Stylize(StylizeArgs),
+    /// Score a stylizer (this decoder, or any tool's outputs) on content x style pairs.
+    Eval(cmd::eval::EvalArgs),
+    /// Gatys et al.'s method: optimise the output image itself (slow; no decoder needed).
+    Optimize(cmd::optimize::OptimizeArgs),
+    /// Reconstruct a content's features or a style's Gram matrices from noise, per layer.
+    Reconstruct(cmd::optimize::ReconstructArgs),
+    /// Parameter-exploration sheet: optimise for every style weight x style layer set.
+    Grid(cmd::optimize::GridArgs),
     /// Convert a PyTorch checkpoint (.pth: decoder.pth, vgg_normalised.pth, or a training
     /// checkpoint wrapping a state dict) to safetensors.
     Convert {
@@ -137,6 +147,10 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Stylize(args) => stylize(args),
+        Cmd::Eval(args) => cmd::eval::run(args),
+        Cmd::Optimize(args) => cmd::optimize::run_optimize(args),
+        Cmd::Reconstruct(args) => cmd::optimize::run_reconstruct(args),
+        Cmd::Grid(args) => cmd::optimize::run_grid(args),
         Cmd::Convert {
             input,
             output,
