@@ -20,6 +20,7 @@
 //! of C tiles (tmm0-3), two A tiles (tmm4-5) and two B tiles (tmm6-7).
 
 use std::arch::asm;
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
@@ -531,7 +532,7 @@ fn direct_conv(
 /// Forward: reflection pad 1 + 3x3 conv + bias (+ ReLU). x [N,C,H,W], weight
 /// [O,C,3,3], bias [O] -> [N,O,H,W]. C and O must be multiples of 32.
 #[allow(clippy::too_many_arguments)]
-pub fn conv_forward(
+fn conv_forward32(
     x: &[f32],
     n: usize,
     c: usize,
@@ -551,7 +552,7 @@ pub fn conv_forward(
 /// Input gradient: dy [N,O,H,W], weight [O,C,3,3] -> dx [N,C,H,W]. The
 /// gradient of the padded input is a full correlation of dy with the flipped,
 /// transposed kernel (dy zero-padded by 2); the reflection is then folded back.
-pub fn conv_grad_input(
+fn conv_grad_input32(
     dy: &[f32],
     n: usize,
     o: usize,
@@ -565,6 +566,128 @@ pub fn conv_grad_input(
     let wt = pack_weight_tiles(c, o, |ic, oc, t| weight[(oc * c + ic) * 9 + (8 - t)]);
     let padded = direct_conv(&yp, &wt, n, o, c, &g, None, false);
     fold_reflection(&padded, n * c, h, w)
+}
+
+/// `x` [N][C][HW] with zero channels appended up to `c2` (borrowed if C = c2).
+fn pad_channels(x: &[f32], n: usize, c: usize, c2: usize, hw: usize) -> Cow<'_, [f32]> {
+    if c == c2 {
+        return Cow::Borrowed(x);
+    }
+    let mut out = vec![0f32; n * c2 * hw];
+    for ni in 0..n {
+        out[ni * c2 * hw..][..c * hw].copy_from_slice(&x[ni * c * hw..][..c * hw]);
+    }
+    Cow::Owned(out)
+}
+
+/// The first `c` of `c2` channels of [N][C2][HW] (as is if C = c2).
+fn crop_channels(x: Vec<f32>, n: usize, c: usize, c2: usize, hw: usize) -> Vec<f32> {
+    if c == c2 {
+        return x;
+    }
+    let mut out = vec![0f32; n * c * hw];
+    for ni in 0..n {
+        out[ni * c * hw..][..c * hw].copy_from_slice(&x[ni * c2 * hw..][..c * hw]);
+    }
+    out
+}
+
+/// Weights [O][C][9] zero-padded to [O2][C2][9] (borrowed if already so).
+fn pad_weight(w: &[f32], o: usize, c: usize, o2: usize, c2: usize) -> Cow<'_, [f32]> {
+    if (o, c) == (o2, c2) {
+        return Cow::Borrowed(w);
+    }
+    let mut out = vec![0f32; o2 * c2 * 9];
+    for oi in 0..o {
+        out[oi * c2 * 9..][..c * 9].copy_from_slice(&w[oi * c * 9..][..c * 9]);
+    }
+    Cow::Owned(out)
+}
+
+/// Forward: reflection pad 1 + 3x3 conv + bias (+ ReLU). x [N,C,H,W], weight
+/// [O,C,3,3], bias [O] -> [N,O,H,W]. Channel counts that are not multiples of
+/// 32 (the image's 3) are zero-padded: wasted products, but still faster than
+/// the f32 path on such thin matrices.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_forward(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    weight: &[f32],
+    bias: &[f32],
+    o: usize,
+    relu: bool,
+) -> Vec<f32> {
+    let (c2, o2, hw) = (round_up(c, 32), round_up(o, 32), h * w);
+    let mut b2 = bias.to_vec();
+    b2.resize(o2, 0.0);
+    let y = conv_forward32(
+        &pad_channels(x, n, c, c2, hw),
+        n,
+        c2,
+        h,
+        w,
+        &pad_weight(weight, o, c, o2, c2),
+        &b2,
+        o2,
+        relu,
+    );
+    crop_channels(y, n, o, o2, hw)
+}
+
+/// Input gradient: dy [N,O,H,W], weight [O,C,3,3] -> dx [N,C,H,W] (any C, O).
+pub fn conv_grad_input(
+    dy: &[f32],
+    n: usize,
+    o: usize,
+    h: usize,
+    w: usize,
+    weight: &[f32],
+    c: usize,
+) -> Vec<f32> {
+    let (c2, o2, hw) = (round_up(c, 32), round_up(o, 32), h * w);
+    let dx = conv_grad_input32(
+        &pad_channels(dy, n, o, o2, hw),
+        n,
+        o2,
+        h,
+        w,
+        &pad_weight(weight, o, c, o2, c2),
+        c2,
+    );
+    crop_channels(dx, n, c, c2, hw)
+}
+
+/// Weight gradient: x [N,C,H,W], dy [N,O,H,W] -> dw [O,C,3,3] (any C, O).
+pub fn conv_grad_weight(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    c: usize,
+    o: usize,
+    h: usize,
+    w: usize,
+) -> Vec<f32> {
+    let (c2, o2, hw) = (round_up(c, 32), round_up(o, 32), h * w);
+    let dw = conv_grad_weight32(
+        &pad_channels(x, n, c, c2, hw),
+        &pad_channels(dy, n, o, o2, hw),
+        n,
+        c2,
+        o2,
+        h,
+        w,
+    );
+    if (o, c) == (o2, c2) {
+        return dw;
+    }
+    let mut out = vec![0f32; o * c * 9];
+    for oi in 0..o {
+        out[oi * c * 9..][..c * 9].copy_from_slice(&dw[oi * c2 * 9..][..c * 9]);
+    }
+    out
 }
 
 /// Adjoint of ReflectionPad2d(1): [P][H+2][W+2] -> [P][H][W], each padded
@@ -592,7 +715,7 @@ fn fold_reflection(padded: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32
 
 /// Weight gradient: x [N,C,H,W], dy [N,O,H,W] -> dw [O,C,3,3] =
 /// sum over images and positions of dy(o, j) x_pad(c, j + off(tap)).
-pub fn conv_grad_weight(
+fn conv_grad_weight32(
     x: &[f32],
     dy: &[f32],
     n: usize,

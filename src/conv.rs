@@ -31,7 +31,7 @@ pub enum Precision {
     #[default]
     F32,
     /// bf16 products with f32 sums on Intel AMX (falls back to f32 where the CPU
-    /// has no AMX or a layer has channels that are not multiples of 32).
+    /// has no AMX).
     Bf16,
 }
 
@@ -64,12 +64,10 @@ pub fn precision() -> Precision {
         })
 }
 
-/// Whether a conv with `c` input and `o` output channels takes the AMX path.
-fn use_amx(c: usize, o: usize) -> bool {
-    precision() == Precision::Bf16
-        && c.is_multiple_of(32)
-        && o.is_multiple_of(32)
-        && crate::amx::available()
+/// Whether a conv with `c` input and `o` output channels takes the AMX path
+/// (all do in bf16; the image's 3 channels are zero-padded to 32 there).
+fn use_amx(_c: usize, _o: usize) -> bool {
+    precision() == Precision::Bf16 && crate::amx::available()
 }
 
 /// Reflection (no edge repeat) of index `i` (may be -1 or n) into 0..n.
@@ -259,13 +257,14 @@ impl CustomOp3 for Conv3x3Reflect {
             return Ok((CpuStorage::F32(out), Shape::from((n, o, h, w))));
         }
         let (hw, k) = (h * w, c * 9);
-        let cols = im2col(x, n, c, h, w);
         let mut out = vec![0f32; n * o * hw];
         out.par_chunks_mut(hw)
             .enumerate()
             .for_each(|(i, plane)| plane.fill(b[i % o]));
+        // One image at a time: the column buffer (9x the input) stays one image.
         for ni in 0..n {
-            // out[ni] (o x hw) += W (o x k) * cols[:, ni*hw..] (k x hw)
+            let cols = im2col(&x[ni * c * hw..][..c * hw], 1, c, h, w);
+            // out[ni] (o x hw) += W (o x k) * cols (k x hw)
             unsafe {
                 matmul(
                     o,
@@ -275,7 +274,7 @@ impl CustomOp3 for Conv3x3Reflect {
                     hw,
                     true,
                     Mat(wt.as_ptr(), k as isize, 1),
-                    Mat(cols.as_ptr().add(ni * hw), (n * hw) as isize, 1),
+                    Mat(cols.as_ptr(), hw as isize, 1),
                 );
             }
         }
@@ -374,26 +373,25 @@ impl CustomOp2 for GradInput {
             return Ok((CpuStorage::F32(dx), Shape::from((n, c, h, w))));
         }
         let (hw, k) = (h * w, c * 9);
-        let mut cols = vec![0f32; k * n * hw];
+        let mut dx = vec![0f32; n * c * hw];
+        let mut cols = vec![0f32; k * hw];
         for ni in 0..n {
-            // cols[:, ni*hw..] (k x hw) = W^T (k x o) * grad[ni] (o x hw)
+            // cols (k x hw) = W^T (k x o) * grad[ni] (o x hw), one image at a time
             unsafe {
                 matmul(
                     k,
                     hw,
                     o,
-                    cols.as_mut_ptr().add(ni * hw),
-                    n * hw,
+                    cols.as_mut_ptr(),
+                    hw,
                     false,
                     Mat(wt.as_ptr(), 1, k as isize),
                     Mat(g.as_ptr().add(ni * o * hw), hw as isize, 1),
                 );
             }
+            dx[ni * c * hw..][..c * hw].copy_from_slice(&col2im(&cols, 1, c, h, w));
         }
-        Ok((
-            CpuStorage::F32(col2im(&cols, n, c, h, w)),
-            Shape::from((n, c, h, w)),
-        ))
+        Ok((CpuStorage::F32(dx), Shape::from((n, c, h, w))))
     }
 }
 
@@ -420,10 +418,10 @@ impl CustomOp2 for GradWeight {
             return Ok((CpuStorage::F32(dw), Shape::from((o, c, 3, 3))));
         }
         let (hw, k) = (h * w, c * 9);
-        let cols = im2col(x, n, c, h, w);
         let mut gw = vec![0f32; o * k];
         for ni in 0..n {
-            // gw (o x k) += grad[ni] (o x hw) * cols[:, ni*hw..]^T (hw x k)
+            let cols = im2col(&x[ni * c * hw..][..c * hw], 1, c, h, w);
+            // gw (o x k) += grad[ni] (o x hw) * cols^T (hw x k)
             unsafe {
                 matmul(
                     o,
@@ -433,7 +431,7 @@ impl CustomOp2 for GradWeight {
                     k,
                     ni > 0,
                     Mat(g.as_ptr().add(ni * o * hw), hw as isize, 1),
-                    Mat(cols.as_ptr().add(ni * hw), 1, (n * hw) as isize),
+                    Mat(cols.as_ptr(), 1, hw as isize),
                 );
             }
         }
@@ -573,6 +571,8 @@ mod tests {
                 )
             })
             .chain([(3, 32, 64, 17, 33), (1, 64, 32, 2, 2), (2, 32, 32, 16, 16)])
+            // The image layers: 3 channels in, 3 out (zero-padded to 32).
+            .chain([(2, 3, 64, 9, 21), (2, 64, 3, 20, 7)])
             .collect();
         // Inputs are exact in bf16, so only the f32 summation order differs.
         agree(Precision::Bf16, &shapes, 1e-5)
