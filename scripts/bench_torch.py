@@ -1,10 +1,15 @@
-"""PyTorch timings of the same work `adain bench` and `adain-train bench` time.
+"""PyTorch side of scripts/bench-vs-pytorch.sh: the same workloads as `adain bench`
+(same architecture and weights file, via the reference reimplementation in
+make_fixtures.py), one JSON object per run on the last line:
+{name: {median_s, min_s, max_s, runs, peak_rss_mb}}.
 
-Uses the reference reimplementation in make_fixtures.py (same layers, same
-weights file); prints one JSON object. Run through scripts/bench.sh, which runs
-both sides in the same session and prints the ratios.
+Workloads: stylize_S (content + style encode, AdaIN, decode), stylize_cached_S
+(style statistics precomputed), train_bB_S (forward, backward, Adam step).
+--bf16 runs the convolutions under torch.autocast("cpu", torch.bfloat16), which
+oneDNN executes on AMX where the CPU has it.
 """
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -16,68 +21,99 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_fixtures as ref  # noqa: E402
 
 
-def median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2]
+def reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
-def timed(fn, repeat):
+def peak_mb():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+
+
+def measure(fn, runs):
+    reset_peak()
     fn()  # warm-up
-    out = []
-    for _ in range(repeat):
-        t = time.perf_counter()
+    t = []
+    for _ in range(max(runs, 1)):
+        s = time.perf_counter()
         fn()
-        out.append(time.perf_counter() - t)
-    return median(out)
+        t.append(time.perf_counter() - s)
+    t.sort()
+    return {"median_s": t[len(t) // 2], "min_s": t[0], "max_s": t[-1], "runs": len(t), "peak_rss_mb": peak_mb()}
+
+
+def runs_for(side, repeat):
+    return min(repeat, 2) if side >= 2048 else min(repeat, 3) if side >= 1024 else repeat
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--sizes", default="256,512")
+    ap.add_argument("--only", required=True, help="comma list of workload names")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--crop-size", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--no-train", action="store_true")
+    ap.add_argument("--train-steps", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     vgg = ref.load_vgg()
     dec = ref.load_decoder(0.003)
+    cast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.bf16 else contextlib.nullcontext
     res = {}
-    for s in [int(x) for x in a.sizes.split(",")]:
-        c, st = torch.rand(1, 3, s, s), torch.rand(1, 3, s, s)
+    for name in a.only.split(","):
+        if name.startswith("stylize_"):
+            side = int(name.rsplit("_", 1)[1])
+            c, st = torch.rand(1, 3, side, side), torch.rand(1, 3, side, side)
+            if name.startswith("stylize_cached_"):
+                with torch.no_grad(), cast():
+                    sf = ref.encode(vgg, st)
 
-        def stylize():
-            with torch.no_grad():
-                t = ref.adain(ref.encode(vgg, c), ref.encode(vgg, st))
-                return dec(t).sum().item()
+                def work():
+                    with torch.no_grad(), cast():
+                        return dec(ref.adain(ref.encode(vgg, c), sf)).float().sum().item()
+            else:
 
-        res[f"stylize_{s}"] = timed(stylize, a.repeat)
-    if not a.no_train:
-        for p in vgg.parameters():
-            p.requires_grad_(False)
-        opt = torch.optim.Adam(dec.parameters(), lr=1e-4)
-        b, s = a.batch_size, a.crop_size
-        c, st = torch.rand(b, 3, s, s), torch.rand(b, 3, s, s)
+                def work():
+                    with torch.no_grad(), cast():
+                        return dec(ref.adain(ref.encode(vgg, c), ref.encode(vgg, st))).float().sum().item()
 
-        def step():
-            with torch.no_grad():
-                sf = ref.encode_all(vgg, st)
-                t = ref.adain(ref.encode(vgg, c), sf[-1])
-            g = dec(t)
-            gf = ref.encode_all(vgg, g)
-            lc = torch.nn.functional.mse_loss(gf[-1], t)
-            ls = 0
-            for x, y in zip(gf, sf):
-                (xm, xs), (ym, ys) = ref.calc_mean_std(x), ref.calc_mean_std(y)
-                ls = ls + torch.nn.functional.mse_loss(xm, ym) + torch.nn.functional.mse_loss(xs, ys)
-            opt.zero_grad()
-            (lc + 50.0 * ls).backward()
-            opt.step()
+            res[name] = measure(work, runs_for(side, a.repeat))
+        elif name.startswith("train_b"):
+            b, side = name[len("train_b"):].split("_")
+            b, side = int(b), int(side)
+            for p in vgg.parameters():
+                p.requires_grad_(False)
+            opt = torch.optim.Adam(dec.parameters(), lr=1e-4)
+            c, st = torch.rand(b, 3, side, side), torch.rand(b, 3, side, side)
 
-        res[f"train_step_b{b}_{s}"] = timed(step, a.steps)
+            def step():
+                with cast():
+                    with torch.no_grad():
+                        sf = ref.encode_all(vgg, st)
+                        t = ref.adain(ref.encode(vgg, c), sf[-1])
+                    g = dec(t)
+                    gf = ref.encode_all(vgg, g)
+                    lc = torch.nn.functional.mse_loss(gf[-1].float(), t.float())
+                    ls = 0
+                    for x, y in zip(gf, sf):
+                        (xm, xs), (ym, ys) = ref.calc_mean_std(x.float()), ref.calc_mean_std(y.float())
+                        ls = ls + torch.nn.functional.mse_loss(xm, ym) + torch.nn.functional.mse_loss(xs, ys)
+                opt.zero_grad()
+                (lc + 50.0 * ls).backward()
+                opt.step()
+
+            res[name] = measure(step, a.train_steps)
+        else:
+            sys.exit(f"unknown workload {name}")
     print(json.dumps(res))
 
 

@@ -19,8 +19,13 @@ where
     };
     std::fs::create_dir_all(dir)
         .with_context(|| format!("{}: cannot create directory", dir.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".adain-tmp-")
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".adain-tmp-");
+    // Temp files are created 0600; the result is a normal output, so it gets
+    // the mode any new file gets (0666 less the umask), like File::create.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder
         .tempfile_in(dir)
         .with_context(|| format!("{}: cannot create a temporary file", dir.display()))?;
     {
@@ -56,4 +61,19 @@ where
 /// Atomically writes `bytes` to `path`, replacing it if it exists.
 pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     write_with(path, true, |w| Ok(w.write_all(bytes)?))
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn written_files_get_the_usual_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ours, plain) = (dir.path().join("a"), dir.path().join("b"));
+        super::write_bytes(&ours, b"x").unwrap();
+        std::fs::write(&plain, b"x").unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&ours), mode(&plain));
+    }
 }

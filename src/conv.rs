@@ -8,8 +8,67 @@
 //! `index_add`; together they made a training step several times slower than
 //! PyTorch. Other devices keep the plain candle ops (see `layers::PaddedConv`).
 
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+/// Arithmetic of the 3x3 convolutions on the CPU.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 everywhere: matches the PyTorch reference to ~1e-6.
+    #[default]
+    F32,
+    /// bf16 products with f32 sums on Intel AMX (falls back to f32 where the CPU
+    /// has no AMX).
+    Bf16,
+}
+
+static PRECISION: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the precision of every following 3x3 convolution (process-wide).
+pub fn set_precision(p: Precision) {
+    PRECISION.store(p as u8, Ordering::Relaxed);
+}
+
+thread_local! {
+    static OVERRIDE: std::cell::Cell<Option<Precision>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with convolutions on this thread at precision `p` (tests compare
+/// both paths side by side without touching the process-wide setting).
+pub fn with_precision<R>(p: Precision, f: impl FnOnce() -> R) -> R {
+    let old = OVERRIDE.with(|o| o.replace(Some(p)));
+    let r = f();
+    OVERRIDE.with(|o| o.set(old));
+    r
+}
+
+pub fn precision() -> Precision {
+    OVERRIDE
+        .with(|o| o.get())
+        .unwrap_or(match PRECISION.load(Ordering::Relaxed) {
+            1 => Precision::Bf16,
+            _ => Precision::F32,
+        })
+}
+
+/// Whether a conv with `c` input and `o` output channels takes the AMX path
+/// (all do in bf16; the image's 3 channels are zero-padded to 32 there).
+fn use_amx(_c: usize, _o: usize) -> bool {
+    precision() == Precision::Bf16 && crate::amx::available()
+}
 
 /// Reflection (no edge repeat) of index `i` (may be -1 or n) into 0..n.
 #[inline]
@@ -157,8 +216,12 @@ unsafe fn matmul(
     );
 }
 
-/// The forward op: (x [N,C,H,W], weight [O,C,3,3], bias [O]) -> [N,O,H,W].
-struct Conv3x3Reflect;
+/// The forward op: (x [N,C,H,W], weight [O,C,3,3], bias [O]) -> [N,O,H,W],
+/// with the ReLU that follows most convs fused in (saves a pass over the
+/// output and its backward).
+struct Conv3x3Reflect {
+    relu: bool,
+}
 
 impl CustomOp3 for Conv3x3Reflect {
     fn name(&self) -> &'static str {
@@ -189,14 +252,19 @@ impl CustomOp3 for Conv3x3Reflect {
             f32_slice(ws, wl, "weight")?,
             f32_slice(bs, bl, "bias")?,
         );
+        if use_amx(c, o) {
+            let out = crate::amx::conv_forward(x, n, c, h, w, wt, b, o, self.relu);
+            return Ok((CpuStorage::F32(out), Shape::from((n, o, h, w))));
+        }
         let (hw, k) = (h * w, c * 9);
-        let cols = im2col(x, n, c, h, w);
         let mut out = vec![0f32; n * o * hw];
         out.par_chunks_mut(hw)
             .enumerate()
             .for_each(|(i, plane)| plane.fill(b[i % o]));
+        // One image at a time: the column buffer (9x the input) stays one image.
         for ni in 0..n {
-            // out[ni] (o x hw) += W (o x k) * cols[:, ni*hw..] (k x hw)
+            let cols = im2col(&x[ni * c * hw..][..c * hw], 1, c, h, w);
+            // out[ni] (o x hw) += W (o x k) * cols (k x hw)
             unsafe {
                 matmul(
                     o,
@@ -206,9 +274,13 @@ impl CustomOp3 for Conv3x3Reflect {
                     hw,
                     true,
                     Mat(wt.as_ptr(), k as isize, 1),
-                    Mat(cols.as_ptr().add(ni * hw), (n * hw) as isize, 1),
+                    Mat(cols.as_ptr(), hw as isize, 1),
                 );
             }
+        }
+        if self.relu {
+            out.par_chunks_mut(hw)
+                .for_each(|p| p.iter_mut().for_each(|v| *v = v.max(0.0)));
         }
         Ok((CpuStorage::F32(out), Shape::from((n, o, h, w))))
     }
@@ -218,10 +290,14 @@ impl CustomOp3 for Conv3x3Reflect {
         x: &Tensor,
         wt: &Tensor,
         b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
+        let grad = if self.relu {
+            grad.contiguous()?.apply_op2_no_bwd(res, &ReluGrad)?
+        } else {
+            grad.contiguous()?
+        };
         // Only what something upstream needs: the frozen encoder's weights and
         // the images get no gradient.
         let gx = if x.track_op() {
@@ -241,6 +317,34 @@ impl CustomOp3 for Conv3x3Reflect {
             None
         };
         Ok((gx, gw, gb))
+    }
+}
+
+/// (grad, relu output) -> grad where the output is positive, else 0.
+struct ReluGrad;
+
+impl CustomOp2 for ReluGrad {
+    fn name(&self) -> &'static str {
+        "relu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (g, y) = (f32_slice(gs, gl, "grad")?, f32_slice(ys, yl, "output")?);
+        let mut out = vec![0f32; g.len()];
+        out.par_chunks_mut(1 << 16)
+            .zip(g.par_chunks(1 << 16).zip(y.par_chunks(1 << 16)))
+            .for_each(|(o, (g, y))| {
+                for ((o, g), y) in o.iter_mut().zip(g).zip(y) {
+                    *o = if *y > 0.0 { *g } else { 0.0 };
+                }
+            });
+        Ok((CpuStorage::F32(out), gl.shape().clone()))
     }
 }
 
@@ -264,27 +368,30 @@ impl CustomOp2 for GradInput {
         let (n, c, h, w) = self.shape;
         let o = wl.shape().dims4()?.0;
         let (g, wt) = (f32_slice(gs, gl, "grad")?, f32_slice(ws, wl, "weight")?);
+        if use_amx(c, o) {
+            let dx = crate::amx::conv_grad_input(g, n, o, h, w, wt, c);
+            return Ok((CpuStorage::F32(dx), Shape::from((n, c, h, w))));
+        }
         let (hw, k) = (h * w, c * 9);
-        let mut cols = vec![0f32; k * n * hw];
+        let mut dx = vec![0f32; n * c * hw];
+        let mut cols = vec![0f32; k * hw];
         for ni in 0..n {
-            // cols[:, ni*hw..] (k x hw) = W^T (k x o) * grad[ni] (o x hw)
+            // cols (k x hw) = W^T (k x o) * grad[ni] (o x hw), one image at a time
             unsafe {
                 matmul(
                     k,
                     hw,
                     o,
-                    cols.as_mut_ptr().add(ni * hw),
-                    n * hw,
+                    cols.as_mut_ptr(),
+                    hw,
                     false,
                     Mat(wt.as_ptr(), 1, k as isize),
                     Mat(g.as_ptr().add(ni * o * hw), hw as isize, 1),
                 );
             }
+            dx[ni * c * hw..][..c * hw].copy_from_slice(&col2im(&cols, 1, c, h, w));
         }
-        Ok((
-            CpuStorage::F32(col2im(&cols, n, c, h, w)),
-            Shape::from((n, c, h, w)),
-        ))
+        Ok((CpuStorage::F32(dx), Shape::from((n, c, h, w))))
     }
 }
 
@@ -306,11 +413,15 @@ impl CustomOp2 for GradWeight {
         let (n, c, h, w) = xl.shape().dims4()?;
         let o = gl.shape().dims4()?.1;
         let (x, g) = (f32_slice(xs, xl, "x")?, f32_slice(gs, gl, "grad")?);
+        if use_amx(c, o) {
+            let dw = crate::amx::conv_grad_weight(x, g, n, c, o, h, w);
+            return Ok((CpuStorage::F32(dw), Shape::from((o, c, 3, 3))));
+        }
         let (hw, k) = (h * w, c * 9);
-        let cols = im2col(x, n, c, h, w);
         let mut gw = vec![0f32; o * k];
         for ni in 0..n {
-            // gw (o x k) += grad[ni] (o x hw) * cols[:, ni*hw..]^T (hw x k)
+            let cols = im2col(&x[ni * c * hw..][..c * hw], 1, c, h, w);
+            // gw (o x k) += grad[ni] (o x hw) * cols^T (hw x k)
             unsafe {
                 matmul(
                     o,
@@ -320,7 +431,7 @@ impl CustomOp2 for GradWeight {
                     k,
                     ni > 0,
                     Mat(g.as_ptr().add(ni * o * hw), hw as isize, 1),
-                    Mat(cols.as_ptr().add(ni * hw), 1, (n * hw) as isize),
+                    Mat(cols.as_ptr(), 1, hw as isize),
                 );
             }
         }
@@ -328,11 +439,15 @@ impl CustomOp2 for GradWeight {
     }
 }
 
-/// `ReflectionPad2d(1)` + 3x3 conv + bias on the CPU in f32.
+/// `ReflectionPad2d(1)` + 3x3 conv + bias (+ ReLU) on the CPU, in f32 or (see
+/// [`set_precision`]) bf16 on AMX.
 /// x [N,C,H,W], weight [O,C,3,3], bias [O] -> [N,O,H,W].
-pub fn conv3x3_reflect(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv3x3Reflect)
+pub fn conv3x3_reflect(x: &Tensor, weight: &Tensor, bias: &Tensor, relu: bool) -> Result<Tensor> {
+    x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        Conv3x3Reflect { relu },
+    )
 }
 
 #[cfg(test)]
@@ -340,38 +455,126 @@ mod tests {
     use super::*;
     use crate::layers::reflect_pad;
     use candle_core::{Device, Var};
+    use rand::{Rng, SeedableRng};
 
-    fn reference(x: &Tensor, wt: &Tensor, b: &Tensor) -> Result<Tensor> {
-        reflect_pad(x, 1, 1, 1, 1)?
+    /// The plain candle graph the fused op replaces.
+    fn reference(x: &Tensor, wt: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
+        let y = reflect_pad(x, 1, 1, 1, 1)?
             .conv2d(wt, 0, 1, 1, 1)?
-            .broadcast_add(&b.reshape((1, (), 1, 1))?)
+            .broadcast_add(&b.reshape((1, (), 1, 1))?)?;
+        if relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
+    }
+
+    fn max_abs(t: &Tensor) -> f32 {
+        t.abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// Rounds to bf16 (kept in f32), so the bf16 kernels and the f32 reference
+    /// multiply the same numbers and differ only in the order of the f32 sums.
+    fn bf16_exact(t: &Tensor) -> Tensor {
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        let v: Vec<f32> = v.into_iter().map(crate::amx::round_bf16).collect();
+        Tensor::from_vec(v, t.shape(), t.device()).unwrap()
+    }
+
+    /// Forward and all three gradients of the fused op against the candle graph
+    /// on random shapes (odd sides, batch > 1, with and without ReLU).
+    fn agree(
+        precision: Precision,
+        shapes: &[(usize, usize, usize, usize, usize)],
+        tol: f32,
+    ) -> Result<()> {
+        let dev = Device::Cpu;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for &(n, c, o, h, w) in shapes {
+            let relu = rng.random_bool(0.5);
+            let mut r = |shape: &[usize]| -> Result<Var> {
+                let len = shape.iter().product();
+                let v: Vec<f32> = (0..len).map(|_| rng.random_range(-1f32..1.)).collect();
+                let t = bf16_exact(&Tensor::from_vec(v, shape, &dev)?);
+                Var::from_tensor(&t)
+            };
+            let (x, wt, b) = (r(&[n, c, h, w])?, r(&[o, c, 3, 3])?, r(&[o])?);
+            let probe = r(&[n, o, h, w])?.as_tensor().clone();
+            let (fast, gf) = with_precision(precision, || -> Result<_> {
+                let f = conv3x3_reflect(&x, &wt, &b, relu)?;
+                let g = (&f * &probe)?.sum_all()?.backward()?;
+                Ok((f, g))
+            })?;
+            let slow = reference(&x, &wt, &b, relu)?;
+            let gs = (&slow * &probe)?.sum_all()?.backward()?;
+            let what = format!("{precision:?} n{n} c{c} o{o} {h}x{w} relu {relu}");
+            let d = max_abs(&(&fast - &slow)?) / max_abs(&slow).max(1e-6);
+            assert!(
+                d < tol,
+                "{what}: forward differs by {d} (relative to the max)"
+            );
+            for (name, v) in [("input", &x), ("weight", &wt), ("bias", &b)] {
+                let (a, e) = (
+                    gf.get(v.as_tensor()).unwrap(),
+                    gs.get(v.as_tensor()).unwrap(),
+                );
+                let d = max_abs(&(a - e)?) / max_abs(e).max(1e-6);
+                assert!(
+                    d < tol,
+                    "{what}: {name} gradient differs by {d} (relative to the max)"
+                );
+            }
+        }
+        Ok(())
     }
 
     #[test]
-    fn forward_and_gradients_match_plain_candle() -> Result<()> {
-        let dev = Device::Cpu;
-        let x = Var::randn(0f32, 1., (2, 3, 5, 4), &dev)?;
-        let wt = Var::randn(0f32, 1., (4, 3, 3, 3), &dev)?;
-        let b = Var::randn(0f32, 1., 4, &dev)?;
-        let probe = Tensor::randn(0f32, 1., (2, 4, 5, 4), &dev)?;
-        let fast = conv3x3_reflect(&x, &wt, &b)?;
-        let slow = reference(&x, &wt, &b)?;
-        let d = (&fast - &slow)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<f32>()?;
-        assert!(d < 1e-5, "forward differs by {d}");
-        let gf = (fast * &probe)?.sum_all()?.backward()?;
-        let gs = (slow * &probe)?.sum_all()?.backward()?;
-        for v in [&x, &wt, &b] {
-            let (a, b) = (
-                gf.get(v.as_tensor()).unwrap(),
-                gs.get(v.as_tensor()).unwrap(),
-            );
-            let d = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-            assert!(d < 1e-4, "gradient differs by {d}");
+    fn f32_op_matches_candle_on_random_shapes() -> Result<()> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let shapes: Vec<_> = (0..8)
+            .map(|_| {
+                (
+                    rng.random_range(1..4),
+                    rng.random_range(1..20),
+                    rng.random_range(1..20),
+                    rng.random_range(2..24),
+                    rng.random_range(2..24),
+                )
+            })
+            .chain([(2, 3, 4, 5, 4), (1, 3, 64, 2, 2)])
+            .collect();
+        agree(Precision::F32, &shapes, 1e-5)
+    }
+
+    #[test]
+    fn bf16_amx_op_matches_candle_on_bf16_inputs() -> Result<()> {
+        if !crate::amx::available() {
+            eprintln!("no AMX on this CPU: the bf16 path is not taken here, skipped");
+            return Ok(());
         }
-        Ok(())
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        let shapes: Vec<_> = (0..6)
+            .map(|_| {
+                (
+                    rng.random_range(1..4),
+                    32 * rng.random_range(1..3),
+                    32 * rng.random_range(1..3),
+                    rng.random_range(2..30),
+                    rng.random_range(2..40),
+                )
+            })
+            .chain([(3, 32, 64, 17, 33), (1, 64, 32, 2, 2), (2, 32, 32, 16, 16)])
+            // The image layers: 3 channels in, 3 out (zero-padded to 32).
+            .chain([(2, 3, 64, 9, 21), (2, 64, 3, 20, 7)])
+            .collect();
+        // Inputs are exact in bf16, so only the f32 summation order differs.
+        agree(Precision::Bf16, &shapes, 1e-5)
     }
 }

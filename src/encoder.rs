@@ -61,10 +61,19 @@ impl Encoder {
         Ok([r11, r21, r31, r41])
     }
 
-    /// relu4_1 only (what stylization needs).
+    /// relu4_1 only (what stylization needs). Same layers as [`Self::features`],
+    /// but each activation is dropped as soon as the next exists, which halves
+    /// the peak memory of a large image.
     pub fn relu4_1(&self, x: &Tensor) -> Result<Tensor> {
-        let [_, _, _, r41] = self.features(x)?;
-        Ok(r41)
+        let c = &self.convs;
+        let mut x = self.rgb_to_caffe.forward(x)?;
+        for (i, conv) in c.iter().enumerate() {
+            x = conv.forward(&x)?;
+            if matches!(i, 1 | 3 | 7) {
+                x = max_pool2x2_ceil(&x)?;
+            }
+        }
+        Ok(x)
     }
 }
 

@@ -68,7 +68,9 @@ impl Module for PaddedConv {
         let (_, _, _, k) = self.conv.weight().dims4()?;
         let fast = x.device().is_cpu() && x.dtype() == candle_core::DType::F32;
         let y = match self.conv.bias() {
-            Some(b) if fast && k == 3 => crate::conv::conv3x3_reflect(x, self.conv.weight(), b)?,
+            Some(b) if fast && k == 3 => {
+                return crate::conv::conv3x3_reflect(x, self.conv.weight(), b, self.relu)
+            }
             Some(b) if fast && k == 1 => conv1x1(x, self.conv.weight(), b)?,
             _ => {
                 let p = k / 2;

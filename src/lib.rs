@@ -18,7 +18,10 @@
 //! - [`runtime`]: device, threads and logging for the binaries.
 
 pub mod adain;
+pub mod alloc;
+pub mod amx;
 pub mod atomic;
+pub mod bench;
 pub mod color;
 pub mod conv;
 pub mod decoder;

@@ -9,11 +9,15 @@ use candle_core::{Device, Tensor};
 use clap::{Args, Parser, Subcommand};
 use image::{GrayImage, Rgb32FImage};
 
+use adain::conv::Precision;
 use adain::image_io::{self, Picture};
 use adain::weights::{self, Kind, WeightFile};
 use adain::{runtime, ColorMode, Control, Model, Options};
 
 mod cmd;
+
+#[global_allocator]
+static ALLOC: adain::alloc::HugePageAlloc = adain::alloc::HugePageAlloc;
 
 #[derive(Parser)]
 #[command(
@@ -55,25 +59,48 @@ enum Cmd {
     },
     /// Show what a weight file holds: tensors, shapes and metadata.
     Info { file: PathBuf },
-    /// Time stylization (content + style encode, AdaIN, decode) at square sizes.
-    /// Weights do not change the timing: without a decoder a formula one is used.
-    Bench {
-        /// Image sides to time.
-        #[arg(long, value_delimiter = ',', default_value = "256,512")]
-        sizes: Vec<usize>,
-        /// Timed runs per size (after one warm-up); the median is reported.
-        #[arg(long, default_value_t = 3)]
-        repeat: usize,
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
-        #[arg(long)]
-        vgg: Option<PathBuf>,
-        #[arg(long)]
-        decoder: Option<PathBuf>,
-        /// Print one JSON object instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Measure speed and memory: stylization at several sizes (with and without a
+    /// cached style) and one training step. Prints median and range of several
+    /// runs after a warm-up, convolution GFLOP/s, % of this machine's measured
+    /// matrix-multiply peak (f32: a 2048^3 matmul; bf16: the AMX kernel) and peak
+    /// resident memory. Without a decoder a formula one is used (weights do not
+    /// change the timing). scripts/bench-vs-pytorch.sh compares with PyTorch.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Image sides to time stylization at.
+    #[arg(long, value_delimiter = ',', default_value = "256,512,1024,2048")]
+    sizes: Vec<usize>,
+    /// Timed runs per workload after one warm-up (at most 3 at 1024, 2 at 2048).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Training step: batch size.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Training step: image side.
+    #[arg(long, default_value_t = 256)]
+    train_size: usize,
+    /// Training step: timed steps after one warm-up.
+    #[arg(long, default_value_t = 2)]
+    train_steps: usize,
+    /// Only these workloads, e.g. `stylize_512,stylize_cached_512,train_b8_256`.
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<String>>,
+    /// Convolution arithmetic (bf16 needs AMX, else f32 is used).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
+    /// Threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long)]
+    vgg: Option<PathBuf>,
+    #[arg(long)]
+    decoder: Option<PathBuf>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -125,6 +152,11 @@ struct StylizeArgs {
     /// Threads for the CPU kernels (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Convolution arithmetic: f32 (matches the PyTorch reference to ~1e-6), or
+    /// bf16 products with f32 sums on Intel AMX, several times faster (f32 is
+    /// used where the CPU has no AMX).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
     /// Replace outputs that already exist.
     #[arg(long)]
     overwrite: bool,
@@ -165,14 +197,7 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("wrote {} ({what})", output.display());
             Ok(())
         }
-        Cmd::Bench {
-            sizes,
-            repeat,
-            threads,
-            vgg,
-            decoder,
-            json,
-        } => bench(&sizes, repeat, threads, vgg, decoder, json),
+        Cmd::Bench(args) => bench(args),
         Cmd::Info { file } => {
             let wf = WeightFile::load(&file)?;
             for (k, v) in &wf.metadata {
@@ -344,6 +369,7 @@ fn stylize(a: StylizeArgs) -> Result<()> {
         bail!("--alpha {}: must be between 0 and 1", a.alpha);
     }
     runtime::threads(a.threads);
+    adain::conv::set_precision(a.precision);
     let device = runtime::device(&a.device)?;
 
     let contents = collect_images(&a.content, "content")?;
@@ -542,18 +568,12 @@ fn stylize(a: StylizeArgs) -> Result<()> {
     Ok(())
 }
 
-fn bench(
-    sizes: &[usize],
-    repeat: usize,
-    threads: usize,
-    vgg: Option<PathBuf>,
-    decoder: Option<PathBuf>,
-    json: bool,
-) -> Result<()> {
-    runtime::threads(threads);
+fn bench(a: BenchArgs) -> Result<()> {
+    runtime::threads(a.threads);
+    adain::conv::set_precision(a.precision);
     let dev = Device::Cpu;
-    let (_, enc) = weights::load_encoder(vgg.as_deref())?;
-    let dec = match weights::locate(decoder.as_deref(), weights::DECODER_FILE) {
+    let (_, enc) = weights::load_encoder(a.vgg.as_deref())?;
+    let dec = match weights::locate(a.decoder.as_deref(), weights::DECODER_FILE) {
         Ok(p) => WeightFile::load(&p)?,
         Err(_) => WeightFile {
             path: "formula decoder".into(),
@@ -562,30 +582,55 @@ fn bench(
         },
     };
     let model = Model::new(&enc, &dec, &dev)?;
-    let opts = Options {
-        alpha: 1.0,
-        control: Control::Blend(vec![1.0]),
-        color: ColorMode::None,
+    let encoder = adain::Encoder::new(candle_nn::VarBuilder::from_tensors(
+        enc.on(&dev)?,
+        candle_core::DType::F32,
+        &dev,
+    ))?;
+    let settings = adain::bench::Settings {
+        sizes: a.sizes,
+        repeat: a.repeat,
+        train_batch: a.batch_size,
+        train_size: a.train_size,
+        train_steps: a.train_steps,
+        only: a.only,
     };
-    let mut results = serde_json::Map::new();
-    for &s in sizes {
-        let c = Tensor::rand(0f32, 1., (1, 3, s, s), &dev)?;
-        let st = Tensor::rand(0f32, 1., (1, 3, s, s), &dev)?;
-        let median = runtime::median_secs(repeat, || {
-            let out = model.stylize(&c, std::slice::from_ref(&st), &opts)?;
-            out.sum_all()?.to_scalar::<f32>()?;
-            Ok(())
-        })?;
-        results.insert(format!("stylize_{s}"), median.into());
-        if !json {
-            println!(
-                "stylize {s}x{s}: {median:.3} s (median of {repeat}, threads {})",
-                candle_core::utils::get_num_threads()
-            );
-        }
+    let threads = candle_core::utils::get_num_threads();
+    let r = adain::bench::run(&model, &encoder, &settings, threads)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
     }
-    if json {
-        println!("{}", serde_json::Value::Object(results));
+    println!(
+        "{} | {} threads | precision {} (AMX {}) | measured peak: f32 {:.0} GFLOP/s{}",
+        r.cpu,
+        r.threads,
+        r.precision,
+        if r.amx { "yes" } else { "no" },
+        r.peak_f32_gflop_per_s,
+        r.peak_bf16_gflop_per_s
+            .map(|p| format!(", bf16 (AMX) {p:.0} GFLOP/s"))
+            .unwrap_or_default()
+    );
+    println!(
+        "{:<22}{:>10}{:>10}{:>10}{:>6}{:>9}{:>10}{:>8}{:>10}",
+        "workload", "median s", "min s", "max s", "runs", "GFLOP", "GFLOP/s", "% peak", "peak MB"
+    );
+    for row in &r.rows {
+        println!(
+            "{:<22}{:>10.3}{:>10.3}{:>10.3}{:>6}{:>9.0}{:>10.0}{:>8.0}{:>10}",
+            row.name,
+            row.median_s,
+            row.min_s,
+            row.max_s,
+            row.runs,
+            row.gflop,
+            row.gflop_per_s,
+            row.pct_of_peak,
+            row.peak_rss_mb
+                .map(|m| format!("{m:.0}"))
+                .unwrap_or("-".into())
+        );
     }
     Ok(())
 }

@@ -29,6 +29,8 @@ pub struct Config {
     pub keep: usize,
     pub seed: u64,
     pub threads: usize,
+    /// Convolution arithmetic on the CPU: f32, or bf16 on AMX (see `adain bench`).
+    pub precision: adain::conv::Precision,
     pub device: String,
     /// Encoder weights (default: the usual weights/ lookup).
     pub vgg: Option<PathBuf>,
@@ -53,6 +55,7 @@ impl Default for Config {
             keep: 3,
             seed: 0,
             threads: 0,
+            precision: adain::conv::Precision::F32,
             device: "cpu".into(),
             vgg: None,
         }

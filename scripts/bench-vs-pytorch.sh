@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Speed and memory against PyTorch, measured in one run on this machine, and
+# BENCHMARKS.md written from it. Each workload runs in its own process, adain
+# and PyTorch interleaved (so drift of the machine hits both), same thread count,
+# same architecture and weights file.
+#
+# Usage: scripts/bench-vs-pytorch.sh [--threads N] [--quick] [--out FILE]
+#   --quick: 256 and 512 only, training at batch 2 (a smoke run; not for the record)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+threads=2 out=BENCHMARKS.md quick=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --threads) threads="$2"; shift 2 ;;
+    --quick) quick=1; shift ;;
+    --out) out="$2"; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+if [ "$quick" = 1 ]; then
+  work="stylize_256 stylize_512 stylize_cached_512 train_b2_256"
+else
+  work="stylize_256 stylize_512 stylize_cached_512 stylize_1024 stylize_2048 train_b8_256"
+fi
+[ -x .venv/bin/python ] || { python3 -m venv .venv && .venv/bin/pip install -q torch numpy safetensors; }
+cargo build --release --bins -q
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+for w in $work; do
+  b=8 size=256
+  if [[ $w == train_b* ]]; then b=${w#train_b}; b=${b%%_*}; size=${w##*_}; fi
+  for p in f32 bf16; do
+    echo "adain $w ($p)" >&2
+    target/release/adain bench --threads "$threads" --precision "$p" --only "$w" \
+      --sizes "${w##*_}" --batch-size "$b" --train-size "$size" --json > "$tmp/adain-$p-$w.json"
+    echo "pytorch $w ($p)" >&2
+    flag=""; [ "$p" = bf16 ] && flag="--bf16"
+    .venv/bin/python scripts/bench_torch.py --threads "$threads" --only "$w" $flag \
+      | tail -n1 > "$tmp/torch-$p-$w.json"
+  done
+done
+.venv/bin/python scripts/benchmarks_md.py "$tmp" "$threads" "$0 $*" > "$out.tmp"
+mv "$out.tmp" "$out"
+echo "wrote $out" >&2

@@ -1,0 +1,292 @@
+//! `adain bench`: the measuring stick for speed and memory. Times the work a
+//! user and the trainer do (stylize with and without a cached style, one
+//! training step), reports the median and range of several runs after a
+//! warm-up, the convolution FLOP rate, its share of this machine's measured
+//! matrix-multiply peak, and the peak resident memory of each workload.
+//! `scripts/bench-vs-pytorch.sh` runs the same work in PyTorch, interleaved,
+//! and writes BENCHMARKS.md.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::Serialize;
+
+use crate::conv::{precision, Precision};
+use crate::decoder::DECODER_CONVS;
+use crate::encoder::ENCODER_CONVS;
+use crate::optim::{Adam, AdamConfig};
+use crate::{loss, ColorMode, Control, Decoder, Encoder, Model, Options};
+
+/// FLOPs (2 per multiply-add) of the encoder's convolutions on an h x w image.
+pub fn encoder_flops(h: usize, w: usize) -> f64 {
+    let (mut h, mut w, mut f) = (h, w, 0.0);
+    for (i, &(_, ci, co, k)) in ENCODER_CONVS.iter().enumerate() {
+        f += 2.0 * (ci * co * k * k * h * w) as f64;
+        // Pools follow keys 5, 12 and 25 (conv indices 2, 4, 8): ceil mode.
+        if matches!(i, 2 | 4 | 8) {
+            (h, w) = (h.div_ceil(2), w.div_ceil(2));
+        }
+    }
+    f
+}
+
+/// FLOPs of the decoder's convolutions from relu4_1 features of h x w.
+pub fn decoder_flops(h: usize, w: usize) -> f64 {
+    let (mut h, mut w, mut f) = (h, w, 0.0);
+    for &(_, ci, co, up) in &DECODER_CONVS {
+        f += 2.0 * (ci * co * 9 * h * w) as f64;
+        if up {
+            (h, w) = (2 * h, 2 * w);
+        }
+    }
+    f
+}
+
+/// FLOPs of one training step (batch b, s x s): forward through the encoder
+/// for content, style and output, the decoder, then the backward: the input
+/// gradient through the encoder (its weights are frozen) and both gradients
+/// of the decoder.
+pub fn train_step_flops(b: usize, s: usize) -> f64 {
+    let (e, d) = (encoder_flops(s, s), decoder_flops(s / 8, s / 8));
+    b as f64 * (3.0 * e + d + e + 2.0 * d)
+}
+
+/// One measured workload.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub name: String,
+    pub what: String,
+    pub median_s: f64,
+    pub min_s: f64,
+    pub max_s: f64,
+    pub runs: usize,
+    pub gflop: f64,
+    pub gflop_per_s: f64,
+    /// Share of the measured matrix-multiply peak at the precision in use.
+    pub pct_of_peak: f64,
+    /// Peak resident set of the process during the workload (MB).
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// The whole report: machine, settings, peaks, rows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub cpu: String,
+    pub threads: usize,
+    pub precision: String,
+    pub amx: bool,
+    pub peak_f32_gflop_per_s: f64,
+    pub peak_bf16_gflop_per_s: Option<f64>,
+    pub rows: Vec<Row>,
+}
+
+pub struct Settings {
+    /// Square sides for stylization.
+    pub sizes: Vec<usize>,
+    /// Timed runs per workload (after one warm-up); sides >= 1024 use fewer.
+    pub repeat: usize,
+    pub train_batch: usize,
+    pub train_size: usize,
+    pub train_steps: usize,
+    /// Only these workloads (names as in the report), if given.
+    pub only: Option<Vec<String>>,
+}
+
+/// Resets the kernel's peak-RSS counter of this process (Linux).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak RSS since the last reset, in MB (Linux).
+fn peak_rss_mb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// Times `f`: one warm-up, then `runs` timed runs.
+fn time_runs(
+    runs: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<(f64, f64, f64, Option<f64>)> {
+    reset_peak_rss();
+    f()?;
+    let mut t = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        f()?;
+        t.push(start.elapsed().as_secs_f64());
+    }
+    let peak = peak_rss_mb();
+    t.sort_by(f64::total_cmp);
+    Ok((t[t.len() / 2], t[0], t[t.len() - 1], peak))
+}
+
+/// Measured f32 and (with AMX) bf16 matrix-multiply peaks in GFLOP/s: a
+/// 2048^3 candle matmul, and the AMX kernel on a 512-channel 64x64 conv
+/// (a 512 x 4608 x 4096 product).
+pub fn measure_peaks(dev: &Device) -> Result<(f64, Option<f64>)> {
+    let n = 2048;
+    let a = Tensor::rand(0f32, 1., (n, n), dev)?;
+    let b = Tensor::rand(0f32, 1., (n, n), dev)?;
+    let (f32_t, ..) = time_runs(3, || Ok(a.matmul(&b).map(|_| ())?))?;
+    let f32_peak = 2.0 * (n * n * n) as f64 / f32_t / 1e9;
+    let bf16_peak = if crate::amx::available() {
+        let (c, s) = (512, 64);
+        let x: Vec<f32> = (0..c * s * s).map(|i| (i % 13) as f32 * 0.1).collect();
+        let w: Vec<f32> = (0..c * c * 9).map(|i| (i % 7) as f32 * 0.01).collect();
+        let bias = vec![0f32; c];
+        let (t, ..) = time_runs(5, || {
+            crate::amx::conv_forward(&x, 1, c, s, s, &w, &bias, c, false);
+            Ok(())
+        })?;
+        Some(2.0 * (c * c * 9 * s * s) as f64 / t / 1e9)
+    } else {
+        None
+    };
+    Ok((f32_peak, bf16_peak))
+}
+
+/// Runs the workloads with `model` (weights do not change the timing).
+pub fn run(model: &Model, encoder: &Encoder, s: &Settings, threads: usize) -> Result<Report> {
+    let dev = Device::Cpu;
+    let (peak_f32, peak_bf16) = measure_peaks(&dev)?;
+    let bf16 = precision() == Precision::Bf16 && crate::amx::available();
+    let peak = if bf16 {
+        peak_bf16.unwrap_or(peak_f32)
+    } else {
+        peak_f32
+    };
+    let wanted = |name: &str| s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == name));
+    let opts = Options {
+        alpha: 1.0,
+        control: Control::Blend(vec![1.0]),
+        color: ColorMode::None,
+    };
+    let mut rows = Vec::new();
+    let mut push =
+        |name: String, what: String, gflop: f64, m: (f64, f64, f64, Option<f64>), runs: usize| {
+            let row = Row {
+                name,
+                what,
+                median_s: m.0,
+                min_s: m.1,
+                max_s: m.2,
+                runs,
+                gflop,
+                gflop_per_s: gflop / m.0,
+                pct_of_peak: 100.0 * gflop / m.0 / peak,
+                peak_rss_mb: m.3,
+            };
+            tracing::info!("{}: {:.3} s", row.name, row.median_s);
+            rows.push(row);
+        };
+    for &side in &s.sizes {
+        let runs = if side >= 2048 {
+            s.repeat.min(2)
+        } else if side >= 1024 {
+            s.repeat.min(3)
+        } else {
+            s.repeat
+        };
+        let c = Tensor::rand(0f32, 1., (1, 3, side, side), &dev)?;
+        let st = Tensor::rand(0f32, 1., (1, 3, side, side), &dev)?;
+        let (e, d) = (encoder_flops(side, side), decoder_flops(side / 8, side / 8));
+        let name = format!("stylize_{side}");
+        if wanted(&name) {
+            let m = time_runs(runs, || {
+                model.stylize(&c, std::slice::from_ref(&st), &opts)?;
+                Ok(())
+            })?;
+            push(
+                name,
+                format!("stylize {side}x{side} (content + style encode, AdaIN, decode)"),
+                (2.0 * e + d) / 1e9,
+                m,
+                runs,
+            );
+        }
+        let name = format!("stylize_cached_{side}");
+        if wanted(&name) {
+            let stats = model.style_stats(&st)?;
+            let m = time_runs(runs, || {
+                model.stylize_with_stats(&c, std::slice::from_ref(&stats), &opts)?;
+                Ok(())
+            })?;
+            push(
+                name,
+                format!("stylize {side}x{side}, style statistics cached"),
+                (e + d) / 1e9,
+                m,
+                runs,
+            );
+        }
+    }
+    let (b, side) = (s.train_batch, s.train_size);
+    let name = format!("train_b{b}_{side}");
+    if wanted(&name) {
+        let varmap = VarMap::new();
+        let decoder = Decoder::new(VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+        let mut params: Vec<(String, candle_core::Var)> =
+            varmap.data().lock().unwrap().clone().into_iter().collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut adam = Adam::new(params, AdamConfig::default())?;
+        let c = Tensor::rand(0f32, 1., (b, 3, side, side), &dev)?;
+        let st = Tensor::rand(0f32, 1., (b, 3, side, side), &dev)?;
+        let m = time_runs(s.train_steps, || {
+            let l = loss::losses(encoder, &decoder, &c, &st)?;
+            let grads = l.total(1.0, 50.0)?.backward()?;
+            adam.step_grads(&grads)
+        })?;
+        push(
+            name,
+            format!("training step, batch {b}, {side}x{side} (forward, backward, Adam)"),
+            train_step_flops(b, side) / 1e9,
+            m,
+            s.train_steps,
+        );
+    }
+    Ok(Report {
+        cpu: cpu_name(),
+        threads,
+        precision: format!("{:?}", precision()).to_lowercase(),
+        amx: crate::amx::available(),
+        peak_f32_gflop_per_s: peak_f32,
+        peak_bf16_gflop_per_s: peak_bf16,
+        rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flop_counts_match_the_issue_figures() {
+        // stylize 512^2 incl. style: ~378 GFLOP; cached: ~252; train b8 @256: ~1.8 TFLOP.
+        let (e, d) = (encoder_flops(512, 512), decoder_flops(64, 64));
+        assert!(
+            ((2.0 * e + d) / 1e9 - 378.0).abs() < 3.0,
+            "{}",
+            (2.0 * e + d) / 1e9
+        );
+        assert!(((e + d) / 1e9 - 252.0).abs() < 3.0, "{}", (e + d) / 1e9);
+        let t = train_step_flops(8, 256) / 1e12;
+        assert!((t - 1.8).abs() < 0.05, "{t}");
+    }
+}
