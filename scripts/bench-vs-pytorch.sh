@@ -40,6 +40,19 @@ for w in $work; do
       | tail -n1 > "$tmp/torch-$p-$w.json"
   done
 done
+# Gatys optimisation (adain optimize) at 512: 10 L-BFGS iterations, one eval pair.
+c=$(ls data/eval/content/*.png data/eval/content/*.jpg 2>/dev/null | head -n1 || true)
+s=$(ls data/eval/style/*.png data/eval/style/*.jpg 2>/dev/null | head -n1 || true)
+if [ -n "$c" ] && [ -n "$s" ] && [ "$quick" = 0 ]; then
+  for p in f32 bf16; do
+    echo "adain optimize 512 ($p)" >&2
+    target/release/adain optimize -c "$c" -s "$s" -o "$tmp/opt-$p.png" --overwrite --size 512 \
+      --iters 10 --threads "$threads" --precision "$p" --json -q | tail -n1 > "$tmp/optimize-adain-$p.json"
+  done
+  echo "pytorch optimize 512 (f32)" >&2
+  .venv/bin/python scripts/bench_optimize_torch.py -c "$c" -s "$s" --size 512 --iters 10 \
+    --threads "$threads" | tail -n1 > "$tmp/optimize-torch-f32.json"
+fi
 .venv/bin/python scripts/benchmarks_md.py "$tmp" "$threads" "$0 $*" > "$out.tmp"
 mv "$out.tmp" "$out"
 echo "wrote $out" >&2
