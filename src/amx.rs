@@ -462,62 +462,83 @@ fn direct_conv(
         let x0 = xp.as_ptr() as usize + ni * (ci / 2) * g.plane * 4;
         let mut scratch = [[0f32; 256]; 4];
         with_tiles(|| {
+            // K blocking: the weight tiles of KC steps (2 KB each) stay near L1
+            // while every strip pair of the band runs them; partial sums wait in
+            // `acc` between blocks.
+            const KC: usize = 24;
+            let nchunks = steps.len().div_ceil(KC);
+            let mut acc = vec![[[0f32; 256]; 4]; band.len() / 2];
             for op in 0..ob / 2 {
                 let a0 =
                     [0, 1].map(|i| (wt.as_ptr() as usize + (2 * op + i) * cb * 1024) as *const u8);
                 let chan0 = out_ptr + (ni * co + op * 32) * out_plane;
-                for pair in band.chunks_exact(2) {
-                    let b0 = [0, 1].map(|j| (x0 + pair[j].input * 4) as *const u8);
-                    let mut c = CTiles {
-                        init: None,
-                        out: [std::ptr::null_mut(); 4],
-                        stride: [0; 4],
-                    };
-                    if !bias_tiles.is_empty() {
-                        let p = [0, 1]
-                            .map(|i| bias_tiles[(op * 32 + i * 16) * 16..].as_ptr() as *const u8);
-                        c.init = Some(([p[0], p[0], p[1], p[1]], [64; 4]));
-                    }
-                    for (t, tile) in scratch.iter_mut().enumerate() {
-                        let (i, j) = (t / 2, t % 2);
-                        if pair[j].valid == 16 {
-                            c.out[t] = (chan0 + i * 16 * out_plane + pair[j].out * 4) as *mut u8;
-                            c.stride[t] = out_plane;
-                        } else {
-                            c.out[t] = tile.as_mut_ptr() as *mut u8;
-                            c.stride[t] = 64;
+                for (kc, chunk) in steps.chunks(KC).enumerate() {
+                    let last = kc + 1 == nchunks;
+                    for (pi, pair) in band.chunks_exact(2).enumerate() {
+                        let b0 = [0, 1].map(|j| (x0 + pair[j].input * 4) as *const u8);
+                        let partial = acc[pi].each_mut().map(|t| t.as_mut_ptr() as *mut u8);
+                        let mut c = CTiles {
+                            init: None,
+                            out: partial,
+                            stride: [64; 4],
+                        };
+                        if kc > 0 {
+                            c.init = Some((partial.map(|p| p as *const u8), [64; 4]));
+                        } else if !bias_tiles.is_empty() {
+                            let p = [0, 1].map(|i| {
+                                bias_tiles[(op * 32 + i * 16) * 16..].as_ptr() as *const u8
+                            });
+                            c.init = Some(([p[0], p[0], p[1], p[1]], [64; 4]));
                         }
-                    }
-                    // SAFETY: tiles configured; B reads stay inside the padded
-                    // planes (plane covers every strip + 2 wp + 2 + 16), A inside
-                    // the weight tiles, C writes inside out or the scratch.
-                    unsafe { block2x2(&steps, a0, 64, b0, g.plane * 4, &c) };
-                    for (t, tile) in scratch.iter().enumerate() {
-                        let (i, j) = (t / 2, t % 2);
-                        let valid = pair[j].valid;
-                        if valid == 16 {
-                            if relu {
-                                for r in 0..16 {
-                                    // SAFETY: the 16 values just stored by the tile.
-                                    let row = unsafe {
-                                        std::slice::from_raw_parts_mut(
-                                            c.out[t].add(r * out_plane) as *mut f32,
-                                            16,
-                                        )
-                                    };
-                                    row.iter_mut().for_each(|v| *v = v.max(0.0));
+                        if last {
+                            for (t, tile) in scratch.iter_mut().enumerate() {
+                                let (i, j) = (t / 2, t % 2);
+                                if pair[j].valid == 16 {
+                                    c.out[t] =
+                                        (chan0 + i * 16 * out_plane + pair[j].out * 4) as *mut u8;
+                                    c.stride[t] = out_plane;
+                                } else {
+                                    c.out[t] = tile.as_mut_ptr() as *mut u8;
+                                    c.stride[t] = 64;
                                 }
                             }
-                        } else if valid > 0 {
-                            for r in 0..16 {
-                                let dst =
-                                    chan0 + i * 16 * out_plane + r * out_plane + pair[j].out * 4;
-                                // SAFETY: `valid` positions of this output row.
-                                let row = unsafe {
-                                    std::slice::from_raw_parts_mut(dst as *mut f32, valid)
-                                };
-                                for (d, v) in row.iter_mut().zip(&tile[r * 16..]) {
-                                    *d = if relu { v.max(0.0) } else { *v };
+                        }
+                        // SAFETY: tiles configured; B reads stay inside the padded
+                        // planes (plane covers every strip + 2 wp + 2 + 16), A inside
+                        // the weight tiles, C reads/writes inside acc, out or scratch.
+                        unsafe { block2x2(chunk, a0, 64, b0, g.plane * 4, &c) };
+                        if !last {
+                            continue;
+                        }
+                        for (t, tile) in scratch.iter().enumerate() {
+                            let (i, j) = (t / 2, t % 2);
+                            let valid = pair[j].valid;
+                            if valid == 16 {
+                                if relu {
+                                    for r in 0..16 {
+                                        // SAFETY: the 16 values just stored by the tile.
+                                        let row = unsafe {
+                                            std::slice::from_raw_parts_mut(
+                                                c.out[t].add(r * out_plane) as *mut f32,
+                                                16,
+                                            )
+                                        };
+                                        row.iter_mut().for_each(|v| *v = v.max(0.0));
+                                    }
+                                }
+                            } else if valid > 0 {
+                                for r in 0..16 {
+                                    let dst = chan0
+                                        + i * 16 * out_plane
+                                        + r * out_plane
+                                        + pair[j].out * 4;
+                                    // SAFETY: `valid` positions of this output row.
+                                    let row = unsafe {
+                                        std::slice::from_raw_parts_mut(dst as *mut f32, valid)
+                                    };
+                                    for (d, v) in row.iter_mut().zip(&tile[r * 16..]) {
+                                        *d = if relu { v.max(0.0) } else { *v };
+                                    }
                                 }
                             }
                         }
