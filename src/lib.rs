@@ -6,7 +6,8 @@
 //! - [`adain`]: the AdaIN operation, blends and masked (regional) AdaIN;
 //! - [`decoder`]: the trained decoder, back to an image;
 //! - [`layers`]: reflection padding, padded conv, ceil-mode pooling;
-//! - [`conv`]: the fused CPU pad+conv (im2col/col2im) that makes training fast;
+//! - [`conv`]: the fused CPU pad+conv+ReLU op (f32 im2col/col2im) and the precision switch;
+//! - [`amx`]: the bf16 kernels of that op on Intel AMX (`--precision bf16`);
 //! - [`loss`]: every loss: training objective, style statistics, Gram matrices;
 //! - [`optim`]: optimisers (Adam with inverse-time decay; L-BFGS);
 //! - [`optimize`]: Gatys et al.'s method: the image itself optimised (`adain optimize`);
@@ -15,7 +16,9 @@
 //! - [`color`]: colour preservation (coral, luminance);
 //! - [`weights`]: weight files, metadata, locations, PyTorch import;
 //! - [`image_io`]: pictures in and out; [`atomic`]: crash-safe writes;
-//! - [`runtime`]: device, threads and logging for the binaries.
+//! - [`runtime`]: device, threads and logging for the binaries;
+//! - [`bench`]: `adain bench`'s workloads, FLOP counts and peak memory;
+//! - [`alloc`]: the binaries' allocator (huge pages for large tensors).
 
 pub mod adain;
 pub mod alloc;
