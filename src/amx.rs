@@ -25,6 +25,8 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+use crate::conv::reflect;
+
 /// Whether the AMX kernels can run here: the CPU has AMX-BF16 and AMX-TILE and
 /// the kernel grants this process the tile data state.
 pub fn available() -> bool {
@@ -81,18 +83,6 @@ fn pair(lo: f32, hi: f32) -> u32 {
 
 fn round_up(x: usize, m: usize) -> usize {
     x.div_ceil(m) * m
-}
-
-/// Reflection of `i` (may be -1 or n) into 0..n, no edge repeat.
-#[inline]
-fn reflect(i: isize, n: usize) -> usize {
-    if i < 0 {
-        (-i) as usize
-    } else if i as usize >= n {
-        2 * n - 2 - i as usize
-    } else {
-        i as usize
-    }
 }
 
 #[derive(Clone, Copy, PartialEq)]

@@ -72,7 +72,7 @@ fn use_amx(_c: usize, _o: usize) -> bool {
 
 /// Reflection (no edge repeat) of index `i` (may be -1 or n) into 0..n.
 #[inline]
-fn reflect(i: isize, n: usize) -> usize {
+pub(crate) fn reflect(i: isize, n: usize) -> usize {
     if i < 0 {
         (-i) as usize
     } else if i as usize >= n {

@@ -53,3 +53,36 @@ pub fn median_secs(repeat: usize, mut f: impl FnMut() -> Result<()>) -> Result<f
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])
 }
+
+/// Fonts tried, in order, for the text of figures (loss plots, labelled sheets).
+const FONT_PATHS: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/liberation/LiberationSans-Regular.ttf",
+    "/Library/Fonts/Arial.ttf",
+    "C:\\Windows\\Fonts\\arial.ttf",
+];
+
+/// Registers the first TTF found with plotters (once per process) and returns
+/// its family name, or `None` (figures are then drawn without text).
+pub fn font_family() -> Option<&'static str> {
+    const FAMILY: &str = "adain-sans";
+    static FONT: std::sync::OnceLock<Option<&'static str>> = std::sync::OnceLock::new();
+    *FONT.get_or_init(|| {
+        for p in FONT_PATHS {
+            let Ok(bytes) = std::fs::read(p) else {
+                continue;
+            };
+            // plotters needs 'static font data; this happens once.
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            let style = plotters::style::FontStyle::Normal;
+            if plotters::style::register_font(FAMILY, style, bytes).is_ok() {
+                return Some(FAMILY);
+            }
+        }
+        tracing::warn!("no TTF font found; figures will have no text");
+        None
+    })
+}

@@ -4,7 +4,6 @@
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -16,18 +15,6 @@ use tempfile::NamedTempFile;
 
 /// Loss-plot size in pixels.
 const PLOT_SIZE: (u32, u32) = (900, 500);
-/// Family name under which the runtime font is registered with plotters.
-const FONT_FAMILY: &str = "adain-sans";
-/// Fonts tried, in order, for plot text.
-const FONT_PATHS: &[&str] = &[
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/liberation/LiberationSans-Regular.ttf",
-    "/Library/Fonts/Arial.ttf",
-    "C:\\Windows\\Fonts\\arial.ttf",
-];
 /// White gap between grid cells, in pixels.
 const GRID_GAP: u32 = 2;
 
@@ -38,26 +25,6 @@ pub struct LossPoint {
     pub content: f64,
     pub style: f64,
     pub total: f64,
-}
-
-/// Register the first available TTF with plotters (once per process).
-/// Returns the family name to use, or `None` when no font was found.
-fn font_family() -> Option<&'static str> {
-    static FONT: OnceLock<Option<&'static str>> = OnceLock::new();
-    *FONT.get_or_init(|| {
-        for p in FONT_PATHS {
-            let Ok(bytes) = std::fs::read(p) else {
-                continue;
-            };
-            // plotters needs 'static font data; this happens once.
-            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-            if plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, bytes).is_ok() {
-                return Some(FONT_FAMILY);
-            }
-        }
-        tracing::warn!("no TTF font found; loss plots will have no text");
-        None
-    })
 }
 
 /// Temp file next to `path` (same directory, so the final rename is atomic)
@@ -89,7 +56,7 @@ pub fn plot_losses(path: &Path, records: &[LossPoint]) -> Result<()> {
         return Ok(());
     }
     let tmp = temp_beside(path, ".tmp.png")?;
-    render_losses(tmp.path(), records, font_family())
+    render_losses(tmp.path(), records, adain::runtime::font_family())
         .with_context(|| format!("drawing loss plot {}", path.display()))?;
     tmp.persist(path)
         .with_context(|| format!("writing loss plot {}", path.display()))?;

@@ -4,48 +4,17 @@
 
 use std::io::Cursor;
 use std::path::Path;
-use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Context, Result};
 use image::{DynamicImage, ImageFormat, RgbImage};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-/// Family name under which the runtime font is registered with plotters.
-const FONT_FAMILY: &str = "adain-sheet-sans";
-/// Fonts tried, in order (the same list as `adain-train`'s plots).
-const FONT_PATHS: &[&str] = &[
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/liberation/LiberationSans-Regular.ttf",
-    "/Library/Fonts/Arial.ttf",
-    "C:\\Windows\\Fonts\\arial.ttf",
-];
 const GAP: u32 = 4;
 const MARGIN: u32 = 8;
 const TITLE_PX: u32 = 16;
 const LABEL_PX: u32 = 13;
 const LINE: u32 = LABEL_PX + 4;
-
-/// Registers the first available TTF with plotters (once per process).
-fn font_family() -> Option<&'static str> {
-    static FONT: OnceLock<Option<&'static str>> = OnceLock::new();
-    *FONT.get_or_init(|| {
-        for p in FONT_PATHS {
-            let Ok(bytes) = std::fs::read(p) else {
-                continue;
-            };
-            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-            if plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, bytes).is_ok() {
-                return Some(FONT_FAMILY);
-            }
-        }
-        tracing::warn!("no TTF font found; sheets will have no labels");
-        None
-    })
-}
 
 /// A grid of images (`None`: an empty cell) with labels.
 pub struct Sheet {
@@ -99,7 +68,7 @@ pub fn render(sheet: &Sheet) -> Result<RgbImage> {
     let all = || sheet.cells.iter().flatten().flatten();
     let cw = all().map(|c| c.width()).max().unwrap_or(64);
     let ch = all().map(|c| c.height()).max().unwrap_or(64);
-    let font = font_family();
+    let font = adain::runtime::font_family();
 
     let col_lines: Vec<Vec<String>> = match font {
         Some(f) => sheet
@@ -267,7 +236,9 @@ mod tests {
 
     #[test]
     fn wraps_long_labels() {
-        let Some(f) = font_family() else { return };
+        let Some(f) = adain::runtime::font_family() else {
+            return;
+        };
         let lines = wrap(f, LABEL_PX, "relu1_1, relu2_1, relu3_1, relu4_1", 70);
         assert!(lines.len() >= 2, "{lines:?}");
         assert_eq!(
