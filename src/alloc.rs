@@ -15,7 +15,9 @@ pub struct HugePageAlloc;
 /// Blocks from this size get huge-page advice.
 const LARGE: usize = 4 << 20;
 
-fn advise(p: *mut u8, size: usize) {
+/// Asks for 2 MB pages on the whole pages inside `p..p + size` (Linux THP in
+/// `madvise` mode; a no-op elsewhere).
+pub(crate) fn advise_huge(p: *mut u8, size: usize) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
@@ -37,7 +39,7 @@ unsafe impl GlobalAlloc for HugePageAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = System.alloc(layout);
         if !p.is_null() && layout.size() >= LARGE {
-            advise(p, layout.size());
+            advise_huge(p, layout.size());
         }
         p
     }
@@ -45,7 +47,7 @@ unsafe impl GlobalAlloc for HugePageAlloc {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let p = System.alloc_zeroed(layout);
         if !p.is_null() && layout.size() >= LARGE {
-            advise(p, layout.size());
+            advise_huge(p, layout.size());
         }
         p
     }
@@ -57,7 +59,7 @@ unsafe impl GlobalAlloc for HugePageAlloc {
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let q = System.realloc(p, layout, new_size);
         if !q.is_null() && new_size >= LARGE {
-            advise(q, new_size);
+            advise_huge(q, new_size);
         }
         q
     }

@@ -156,17 +156,7 @@ impl Geo {
 /// (measured: the 64-channel 512x512 forward ran at half speed without this).
 pub fn huge_vec<T: Copy + Default>(len: usize) -> Vec<T> {
     let v = vec![T::default(); len];
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let (start, bytes) = (v.as_ptr() as usize, len * std::mem::size_of::<T>());
-        let (a, b) = (start.next_multiple_of(HUGE), (start + bytes) / HUGE * HUGE);
-        if b > a {
-            // SAFETY: advice on a range inside our own allocation; it changes
-            // how pages are backed, never their contents.
-            unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE) };
-        }
-    }
+    crate::alloc::advise_huge(v.as_ptr() as *mut u8, len * std::mem::size_of::<T>());
     v
 }
 

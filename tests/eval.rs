@@ -3,6 +3,7 @@
 //! (and SSIM one), and every error is one line naming the file.
 
 mod common;
+use common::{fails_with, gradient, ok, save};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -70,47 +71,11 @@ fn run(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(o: &Output) {
-    assert!(o.status.success(), "failed: {}", stderr(o));
-    assert!(!stderr(o).contains("panicked"));
-}
-
-/// Exit 1, a single `error:` line that contains every `needle`, no panic.
-fn fails_with(o: &Output, needles: &[&str]) {
-    let e = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "expected failure: {e}");
-    assert!(!e.contains("panicked"), "panic: {e}");
-    let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(lines.len(), 1, "want one error line: {e}");
-    for n in needles {
-        assert!(lines[0].contains(n), "error line lacks `{n}`: {}", lines[0]);
-    }
-}
-
-fn gradient(w: u32, h: u32, seed: u32) -> RgbImage {
-    RgbImage::from_fn(w, h, |x, y| {
-        Rgb([
-            ((x * 255 / w + seed * 40) % 256) as u8,
-            ((y * 255 / h + seed * 90) % 256) as u8,
-            (((x + y) * 3 + seed * 70) % 256) as u8,
-        ])
-    })
-}
-
 fn stripes(w: u32, h: u32) -> RgbImage {
     RgbImage::from_fn(w, h, |x, y| {
         let v = if (x / 3 + y / 5) % 2 == 0 { 230 } else { 20 };
         Rgb([v, 255 - v, (x * 5 % 256) as u8])
     })
-}
-
-fn save(img: &RgbImage, path: &Path) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    img.save(path).unwrap();
 }
 
 fn report(dir: &Path) -> Value {

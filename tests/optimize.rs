@@ -4,6 +4,7 @@
 //! contract), and the `optimize`, `reconstruct` and `grid` commands end to end.
 
 mod common;
+use common::{fails_with, ok, stderr};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -434,27 +435,6 @@ impl Env {
         let mut all = vec!["-c", c, "-s", s];
         all.extend_from_slice(args);
         self.run("optimize", &all)
-    }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(o: &Output) {
-    assert!(o.status.success(), "failed: {}", stderr(o));
-    assert!(!stderr(o).contains("panicked"));
-}
-
-/// Exit 1, one `error:` line containing every needle, no panic.
-fn fails_with(o: &Output, needles: &[&str]) {
-    let e = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "expected failure: {e}");
-    assert!(!e.contains("panicked"), "panic: {e}");
-    let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(lines.len(), 1, "want one error line: {e}");
-    for n in needles {
-        assert!(lines[0].contains(n), "error line lacks `{n}`: {}", lines[0]);
     }
 }
 

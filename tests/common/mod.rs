@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use std::process::Output;
+
 use candle_core::{Device, Tensor};
+use image::{Rgb, RgbImage};
 
 /// The VGG encoder: `weights/` (linked by scripts/setup.sh), `$ADAIN_WEIGHTS`,
 /// or `../shared/weights`. The parity tests need the real network.
@@ -40,4 +43,49 @@ pub fn write_formula_decoder(path: &Path, gain: f32) {
     let sha = adain::weights::sha256_file(&vgg_path()).unwrap();
     let meta = adain::weights::decoder_metadata(&sha, "{\"test\":\"formula decoder\"}", 0);
     adain::weights::save_safetensors(path, &v, &meta, true).unwrap();
+}
+
+/// What the binary wrote to stderr.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit 0 and no panic.
+pub fn ok(o: &Output) {
+    assert!(o.status.success(), "failed: {}", stderr(o));
+    assert!(!stderr(o).contains("panicked"));
+}
+
+/// Exit 1, a single `error:` line that contains every `needle`, no panic.
+pub fn fails_with(o: &Output, needles: &[&str]) {
+    let e = stderr(o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected failure, got {:?}: {e}",
+        o.status
+    );
+    assert!(!e.contains("panicked"), "panic: {e}");
+    let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "want one error line: {e}");
+    for n in needles {
+        assert!(lines[0].contains(n), "error line lacks `{n}`: {}", lines[0]);
+    }
+}
+
+/// A smooth test picture; `seed` shifts its colours.
+pub fn gradient(w: u32, h: u32, seed: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        Rgb([
+            ((x * 255 / w + seed * 40) % 256) as u8,
+            ((y * 255 / h + seed * 90) % 256) as u8,
+            (((x + y) * 3 + seed * 70) % 256) as u8,
+        ])
+    })
+}
+
+/// Saves `img`, creating its directory.
+pub fn save(img: &RgbImage, path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    img.save(path).unwrap();
 }
