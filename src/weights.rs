@@ -41,11 +41,16 @@ impl WeightFile {
     pub fn load(path: &Path) -> Result<Self> {
         let p = path.display();
         let bytes = std::fs::read(path).with_context(|| format!("{p}: cannot read"))?;
-        if bytes.starts_with(b"PK\x03\x04") || bytes.first() == Some(&0x80) {
-            bail!("{p}: is a PyTorch checkpoint, not safetensors: convert it with `adain convert {p} OUT.safetensors`");
-        }
-        let (_, meta) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| anyhow!("{p}: not a valid safetensors file ({e})"))?;
+        // Parse as safetensors first: its header starts with a little-endian
+        // length, whose first byte can be anything (0x80 included), so the
+        // PyTorch magic is only looked at to explain a file that fails.
+        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+            if looks_like_pytorch(&bytes) {
+                anyhow!("{p}: is a PyTorch checkpoint, not safetensors: convert it with `adain convert {p} OUT.safetensors`")
+            } else {
+                anyhow!("{p}: not a valid safetensors file ({e})")
+            }
+        })?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| anyhow!("{p}: not a valid safetensors file ({e})"))?;
         let mut tensors = HashMap::new();
@@ -210,6 +215,12 @@ pub fn load_encoder(flag: Option<&Path>) -> Result<(PathBuf, WeightFile)> {
     Ok((path, file))
 }
 
+/// A zip-format `.pth` (PK magic) or a legacy pickle (0x80, protocol 2-5).
+fn looks_like_pytorch(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PK\x03\x04")
+        || (bytes.len() > 1 && bytes[0] == 0x80 && (2..=5).contains(&bytes[1]))
+}
+
 /// Reads the tensors of a PyTorch checkpoint (zip format): a bare state dict,
 /// or a training checkpoint that wraps it under a common key. `module.`
 /// prefixes (DataParallel) are stripped. Tensors come back as f32.
@@ -333,4 +344,43 @@ pub fn convert_pth(input: &Path, output: &Path, overwrite: bool) -> Result<Kind>
     };
     save_safetensors(output, &tensors, &meta, overwrite)?;
     Ok(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A safetensors header length is little-endian, so its first byte is
+    /// arbitrary: a file starting with 0x80 (a pickle's first byte) must
+    /// still load. Metadata of growing length walks the first byte through
+    /// every value.
+    #[test]
+    fn any_header_length_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tensor::ones((2, 3), DType::F32, &Device::Cpu).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for n in 0..300 {
+            let path = dir.path().join(format!("{n}.safetensors"));
+            let meta = BTreeMap::from([("pad".to_string(), "x".repeat(n))]);
+            save_safetensors(&path, &[("w".into(), t.clone())], &meta, true).unwrap();
+            seen.insert(std::fs::read(&path).unwrap()[0]);
+            let f = WeightFile::load(&path).unwrap_or_else(|e| panic!("{e:#}"));
+            assert_eq!(f.metadata["pad"].len(), n);
+        }
+        assert!(seen.contains(&0x80), "no header started with 0x80");
+    }
+
+    #[test]
+    fn pickles_and_zips_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, bytes) in [
+            ("a.pth", &b"\x80\x02}q\x00."[..]),
+            ("b.pth", b"PK\x03\x04rest"),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let e = format!("{:#}", WeightFile::load(&path).err().unwrap());
+            assert!(e.contains("is a PyTorch checkpoint"), "{e}");
+        }
+    }
 }
