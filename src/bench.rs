@@ -264,7 +264,7 @@ pub fn run(model: &Model, encoder: &Encoder, s: &Settings, threads: usize) -> Re
     Ok(Report {
         cpu: cpu_name(),
         threads,
-        precision: format!("{:?}", precision()).to_lowercase(),
+        precision: precision().to_string(),
         amx: crate::amx::available(),
         peak_f32_gflop_per_s: peak_f32,
         peak_bf16_gflop_per_s: peak_bf16,

@@ -35,6 +35,15 @@ pub enum Precision {
     Bf16,
 }
 
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
 static PRECISION: AtomicU8 = AtomicU8::new(0);
 
 /// Sets the precision of every following 3x3 convolution (process-wide).

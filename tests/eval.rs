@@ -401,3 +401,19 @@ fn no_decoder_says_how_to_get_one() {
         .unwrap();
     fails_with(&o, &["no decoder found", "adain-train", "adain convert"]);
 }
+
+/// `--precision bf16` changes only the stylization: the report says so, the
+/// baselines (no stylization) score exactly as in f32, and the stylized scores
+/// stay near the f32 ones.
+#[test]
+fn bf16_stylization_keeps_f32_metrics() {
+    let e = env();
+    ok(&e.eval(&["-o", &e.s("f32")]));
+    ok(&e.eval(&["-o", &e.s("bf16"), "--precision", "bf16"]));
+    let (a, b) = (report(&e.p("f32")), report(&e.p("bf16")));
+    assert!(b["source"].as_str().unwrap().contains("precision bf16"));
+    assert!(a["source"].as_str().unwrap().contains("precision f32"));
+    assert_same(&a, &b, "output_is_content", 0.0);
+    assert_same(&a, &b, "output_is_style", 0.0);
+    assert_same(&a, &b, "stylized", 0.1);
+}

@@ -11,6 +11,7 @@ use candle_nn::VarBuilder;
 use clap::Args;
 use image::{DynamicImage, Rgb32FImage, RgbImage};
 
+use adain::conv::{with_precision, Precision};
 use adain::eval::{self, Features, Metrics, PairScore, Protocol, Report, Section};
 use adain::image_io;
 use adain::weights::{self, WeightFile};
@@ -90,6 +91,10 @@ pub struct EvalArgs {
     /// Threads for the CPU kernels (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Convolution arithmetic of the stylization (as `adain stylize
+    /// --precision`); the metrics are always computed in f32.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
     /// Replace report files (and --save-outputs files) that already exist.
     #[arg(long)]
     overwrite: bool,
@@ -318,7 +323,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
             (
                 Some(model),
                 encoder,
-                format!("adain (decoder {})", decoder.display()),
+                format!(
+                    "adain (decoder {}, precision {})",
+                    decoder.display(),
+                    a.precision
+                ),
             )
         }
     };
@@ -374,11 +383,14 @@ pub fn run(a: EvalArgs) -> Result<()> {
                     let style = std::slice::from_ref(&st.tensor);
                     if !warm {
                         // untimed warm-up (allocations, kernel selection)
-                        model.stylize(&c.tensor, style, &opts).with_context(what)?;
+                        with_precision(a.precision, || model.stylize(&c.tensor, style, &opts))
+                            .with_context(what)?;
                         warm = true;
                     }
                     let t0 = Instant::now();
-                    let out = model.stylize(&c.tensor, style, &opts).with_context(what)?;
+                    let out =
+                        with_precision(a.precision, || model.stylize(&c.tensor, style, &opts))
+                            .with_context(what)?;
                     let img = image_io::from_tensor(&out)?;
                     let secs = t0.elapsed().as_secs_f64();
                     // scored as the 8-bit image it is saved as
