@@ -142,33 +142,39 @@ impl Model {
         let (_, _, h, w) = content.dims4()?;
         let (pt, pb) = split_pad(h);
         let (pl, pr) = split_pad(w);
-        let padded = reflect_pad(content, pt, pb, pl, pr)?;
-        let c = self.encoder.relu4_1(&padded)?;
-        let t = match &opts.control {
-            Control::Blend(weights) => adain::blend(&c, styles, weights)?,
-            Control::Masks(masks) => {
-                if masks.len() != styles.len() {
-                    bail!("{} masks for {} styles", masks.len(), styles.len());
+        // The block frees the padded content, its features and the unmixed
+        // target before the decoder's full-size layers (at 2048^2 they were
+        // 0.3 GB of the peak).
+        let t = {
+            let c = self
+                .encoder
+                .relu4_1(&reflect_pad(content, pt, pb, pl, pr)?)?;
+            let t = match &opts.control {
+                Control::Blend(weights) => adain::blend(&c, styles, weights)?,
+                Control::Masks(masks) => {
+                    if masks.len() != styles.len() {
+                        bail!("{} masks for {} styles", masks.len(), styles.len());
+                    }
+                    let (_, _, fh, fw) = c.dims4()?;
+                    let mut taken = Tensor::zeros((fh, fw), DType::F32, &self.device)?;
+                    let mut regions = Vec::new();
+                    for (m, s) in masks.iter().zip(styles) {
+                        let m = m.to_device(&self.device)?.to_dtype(DType::F32)?;
+                        let m = reflect_pad(&m.reshape((1, 1, h, w))?, pt, pb, pl, pr)?;
+                        let m = downsample_nearest(&m.squeeze(0)?.squeeze(0)?, fh, fw)?;
+                        // binarise, and a position already taken by an earlier mask stays there
+                        let m = m
+                            .ge(0.5)?
+                            .to_dtype(DType::F32)?
+                            .mul(&taken.affine(-1.0, 1.0)?)?;
+                        taken = (&taken + &m)?;
+                        regions.push((m, s.clone()));
+                    }
+                    adain::masked(&c, &regions)?
                 }
-                let (_, _, fh, fw) = c.dims4()?;
-                let mut taken = Tensor::zeros((fh, fw), DType::F32, &self.device)?;
-                let mut regions = Vec::new();
-                for (m, s) in masks.iter().zip(styles) {
-                    let m = m.to_device(&self.device)?.to_dtype(DType::F32)?;
-                    let m = reflect_pad(&m.reshape((1, 1, h, w))?, pt, pb, pl, pr)?;
-                    let m = downsample_nearest(&m.squeeze(0)?.squeeze(0)?, fh, fw)?;
-                    // binarise, and a position already taken by an earlier mask stays there
-                    let m = m
-                        .ge(0.5)?
-                        .to_dtype(DType::F32)?
-                        .mul(&taken.affine(-1.0, 1.0)?)?;
-                    taken = (&taken + &m)?;
-                    regions.push((m, s.clone()));
-                }
-                adain::masked(&c, &regions)?
-            }
+            };
+            adain::mix_alpha(&t, &c, opts.alpha)?
         };
-        let t = adain::mix_alpha(&t, &c, opts.alpha)?;
         let out = self.decoder.forward(&t)?;
         Ok(out.narrow(2, pt, h)?.narrow(3, pl, w)?)
     }
