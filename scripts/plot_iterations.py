@@ -1,9 +1,11 @@
-"""Seed 000's "how many iterations": adain eval metrics of `adain optimize --save-every`
-stages, plotted against the iteration.
+"""adain eval metrics plotted against an iteration count: the stages of
+`adain optimize --save-every` (seed 000's "how many iterations"), or the
+checkpoints of a training run (scripts/eval-trend.sh).
 
-Usage: plot_iterations.py OUT.png ITER=METRICS_JSON [ITER=METRICS_JSON ...]
-Each METRICS_JSON is the metrics.json of `adain eval --outputs <that stage's dir>`;
-iteration 0 is added from the first file's output = content baseline (--init content).
+Usage: plot_iterations.py [--training] OUT.png ITER=METRICS_JSON [ITER=METRICS_JSON ...]
+Each METRICS_JSON is an `adain eval` metrics.json. Without --training, iteration 0
+is the first file's output = content baseline (optimize starts from the content);
+with --training, both baselines are drawn as horizontal lines instead.
 Needs matplotlib (installed into .venv on first use).
 """
 import json
@@ -18,13 +20,19 @@ except ImportError:
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-out, stages = sys.argv[1], sys.argv[2:]
-points = []
+args = sys.argv[1:]
+training = args[0] == "--training"
+if training:
+    args = args[1:]
+out, stages = args[0], args[1:]
+points, baselines = [], None
 for s in stages:
     it, path = s.split("=", 1)
     m = json.load(open(path))
-    if not points:
-        points.append((0, m["output_is_content"]["mean"]))
+    if baselines is None:
+        baselines = (m["output_is_content"]["mean"], m["output_is_style"]["mean"])
+        if not training:
+            points.append((0, baselines[0]))
     points.append((int(it), m["stylized"]["mean"]))
 points.sort(key=lambda p: p[0])
 metrics = [("style_gram", "style_gram (lower: closer to the style)", True),
@@ -36,11 +44,16 @@ for ax, (key, title, log) in zip(axes, metrics):
     xs = [p[0] for p in points]
     ys = [p[1][key] for p in points]
     ax.plot(xs, ys, "o-")
+    if training:
+        ax.axhline(baselines[0][key], color="tab:green", ls="--", label="output = content")
+        ax.axhline(baselines[1][key], color="tab:red", ls=":", label="output = style")
     if log:
         ax.set_yscale("log")
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel("L-BFGS iteration")
+    ax.set_xlabel("training step" if training else "L-BFGS iteration")
     ax.grid(alpha=0.3)
+if training:
+    axes[0].legend(fontsize=8)
 fig.tight_layout()
 fig.savefig(out, dpi=90)
 print(f"wrote {out}")
