@@ -46,8 +46,27 @@ impl std::fmt::Display for Precision {
 
 static PRECISION: AtomicU8 = AtomicU8::new(0);
 
-/// Sets the precision of every following 3x3 convolution (process-wide).
+/// The precision the convolutions really run at when `p` is asked for: bf16
+/// needs AMX, else f32 is used.
+pub fn effective(p: Precision) -> Precision {
+    if p == Precision::Bf16 && !crate::amx::available() {
+        Precision::F32
+    } else {
+        p
+    }
+}
+
+/// Says (once per call) that a bf16 request runs in f32 on this CPU.
+pub fn warn_if_unavailable(p: Precision) {
+    if effective(p) != p {
+        tracing::warn!("--precision bf16 needs Intel AMX, which this CPU lacks: using f32");
+    }
+}
+
+/// Sets the precision of every following 3x3 convolution (process-wide),
+/// warning when bf16 is asked for on a CPU without AMX.
 pub fn set_precision(p: Precision) {
+    warn_if_unavailable(p);
     PRECISION.store(p as u8, Ordering::Relaxed);
 }
 

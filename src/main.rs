@@ -29,7 +29,8 @@ static ALLOC: adain::alloc::HugePageAlloc = adain::alloc::HugePageAlloc;
 #[command(
     long_about = "Repaints photos in the style of paintings with a VGG-19 encoder, adaptive instance \
 normalisation and a trained decoder.\n\nWeights: --vgg and --decoder, else $ADAIN_WEIGHTS/vgg19-relu4_1.safetensors and \
-$ADAIN_WEIGHTS/decoder.safetensors, else weights/ in the project the binary was built from."
+$ADAIN_WEIGHTS/decoder.safetensors when ADAIN_WEIGHTS is set (only there), else weights/ in the project \
+the binary was built from (the published decoder ships there)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -357,7 +358,7 @@ fn load_masks(
 fn no_decoder_help(tried: &[PathBuf]) -> String {
     let tried: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
     format!(
-        "no decoder found (looked for --decoder, $ADAIN_WEIGHTS/{f}, {}): train one with `adain-train --content coco --style wikiart` \
+        "no decoder found (looked for --decoder, {}): train one with `adain-train --content coco --style wikiart` \
          and `adain-train export RUN_DIR --out weights/{f}`, or convert a PyTorch decoder.pth with `adain convert decoder.pth weights/{f}`",
         tried.join(", "),
         f = weights::DECODER_FILE

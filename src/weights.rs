@@ -167,29 +167,29 @@ pub fn decoder_metadata(
     ])
 }
 
-/// Finds a weight file: the explicit flag, else `$ADAIN_WEIGHTS/<file>`, else
-/// `weights/<file>` next to the binary's project (the nearest ancestor of the
-/// executable that has it: `target/release/adain` finds the project's `weights/`).
-/// Returns the candidates looked at when nothing is found.
+/// Finds a weight file: the explicit flag, else `$ADAIN_WEIGHTS/<file>` when
+/// that variable is set (and then only there: a user who points it somewhere
+/// means that folder, and a missing file there must not be replaced silently by
+/// the project's), else `weights/<file>` next to the binary's project (the
+/// nearest ancestor of the executable that has it: `target/release/adain`
+/// finds the project's `weights/`). Returns the candidates looked at when
+/// nothing is found.
 pub fn locate(flag: Option<&Path>, file: &str) -> std::result::Result<PathBuf, Vec<PathBuf>> {
     if let Some(p) = flag {
         return Ok(p.to_owned());
     }
-    let mut tried = Vec::new();
     if let Some(dir) = std::env::var_os("ADAIN_WEIGHTS") {
         let p = PathBuf::from(dir).join(file);
-        if p.is_file() {
-            return Ok(p);
-        }
-        tried.push(p);
+        return if p.is_file() { Ok(p) } else { Err(vec![p]) };
     }
+    let mut tried = Vec::new();
     let exe = std::env::current_exe().unwrap_or_default();
     for root in exe.ancestors().skip(1) {
         let p = root.join("weights").join(file);
         if p.is_file() {
             return Ok(p);
         }
-        if root.join("Cargo.toml").is_file() && !tried.contains(&p) {
+        if root.join("Cargo.toml").is_file() {
             tried.push(p);
         }
     }

@@ -41,7 +41,7 @@ same metrics for output = content and output = style frame the scale.\n\nWrites 
 OUT/metrics.json, OUT/metrics.csv and OUT/sheet.jpg (rows = contents, columns = styles, in \
 the order of `contents` and `styles` in metrics.json); existing report files need --overwrite.\n\n\
 Without --outputs a decoder is needed, found as by `adain stylize` (--decoder, \
-$ADAIN_WEIGHTS/decoder.safetensors, weights/). With --outputs a pair without a file is an error \
+$ADAIN_WEIGHTS/decoder.safetensors when set, else weights/). With --outputs a pair without a file is an error \
 naming the first missing file and the count, unless --allow-missing: then it is skipped, listed \
 under `missing` in metrics.json, and left out of every set, baselines included.")
 )]
@@ -320,15 +320,14 @@ pub fn run(a: EvalArgs) -> Result<()> {
             }
             let model = Model::load(&vgg, &decoder, &device)?;
             let encoder = model.encoder.clone();
-            (
-                Some(model),
-                encoder,
+            (Some(model), encoder, {
+                adain::conv::warn_if_unavailable(a.precision);
                 format!(
                     "adain (decoder {}, precision {})",
                     decoder.display(),
-                    a.precision
-                ),
-            )
+                    adain::conv::effective(a.precision)
+                )
+            })
         }
     };
     let opts = Options {
