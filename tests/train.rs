@@ -428,3 +428,53 @@ fn config_file_sets_options_and_is_written_resolved() {
         "{e}"
     );
 }
+
+/// `--init-decoder` starts a new run from a decoder file: with a negligible
+/// learning rate the new run's decoder is the file's, bit for bit (a random
+/// init, or weights set under the wrong names, would differ); a file that is
+/// not a decoder is a one-line error naming the file and the tensor.
+#[test]
+fn init_decoder_starts_a_new_run_from_a_decoder_file() {
+    let d = Data::new();
+    ok(&d.run("first", &["--max-iter", "3"]));
+    let src = d.p("first/decoder.safetensors");
+    ok(&d.run(
+        "warm",
+        &[
+            "--max-iter",
+            "1",
+            "--seed",
+            "7",
+            "--lr",
+            "1e-30",
+            "--init-decoder",
+            src.to_str().unwrap(),
+        ],
+    ));
+    let (a, b) = (
+        decoder_tensors(&src),
+        decoder_tensors(&d.p("warm/decoder.safetensors")),
+    );
+    assert_eq!(a.len(), b.len());
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(va == vb, "{na} differs from the --init-decoder file");
+    }
+    let cfg = std::fs::read_to_string(d.p("warm/config.toml")).unwrap();
+    assert!(cfg.contains("init-decoder"), "{cfg}");
+
+    let vgg = common::vgg_path();
+    let o = d.run(
+        "bad",
+        &["--max-iter", "1", "--init-decoder", vgg.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    let errors: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{e}");
+    let e = errors[0];
+    assert!(
+        e.contains(vgg.to_str().unwrap()) && e.contains("missing tensor"),
+        "{e}"
+    );
+}

@@ -34,6 +34,8 @@ pub struct Config {
     pub device: String,
     /// Encoder weights (default: the usual weights/ lookup).
     pub vgg: Option<PathBuf>,
+    /// Start a new run from this decoder's weights instead of random ones.
+    pub init_decoder: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -58,6 +60,7 @@ impl Default for Config {
             precision: adain::conv::Precision::F32,
             device: "cpu".into(),
             vgg: None,
+            init_decoder: None,
         }
     }
 }
@@ -124,6 +127,7 @@ impl Config {
             "batch_size": self.batch_size, "style_weight": self.style_weight,
             "content_weight": self.content_weight, "load_size": self.load_size,
             "crop_size": self.crop_size, "seed": self.seed,
+            "init_decoder": self.init_decoder,
         })
         .to_string()
     }

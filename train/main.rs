@@ -135,6 +135,13 @@ struct TrainArgs {
     /// VGG-19 encoder weights.
     #[arg(long)]
     vgg: Option<PathBuf>,
+    /// Start a new run from this decoder instead of random weights, e.g.
+    /// weights/decoder.safetensors to train the published decoder further on
+    /// another machine (f16/bf16 files are upcast). Adam's moments start at
+    /// zero and the iteration count at 0; the file is named in the run's
+    /// recipe. Use a new --seed so the batches differ from the run that made it.
+    #[arg(long)]
+    init_decoder: Option<PathBuf>,
 }
 
 impl TrainArgs {
@@ -167,6 +174,9 @@ impl TrainArgs {
         );
         if let Some(v) = &self.vgg {
             c.vgg = Some(v.clone());
+        }
+        if let Some(v) = &self.init_decoder {
+            c.init_decoder = Some(v.clone());
         }
         c
     }
@@ -273,6 +283,9 @@ fn train(args: TrainArgs) -> Result<()> {
     let decoder = Decoder::new(VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
     let params = sorted_vars(&varmap);
     init_decoder(&params, cfg.seed)?;
+    if let (Some(file), false) = (&cfg.init_decoder, resuming) {
+        warm_start(&params, file, &encoder_sha)?;
+    }
     let mut adam = adain::optim::Adam::new(
         params.clone(),
         adain::optim::AdamConfig {
@@ -506,6 +519,46 @@ fn sorted_vars(varmap: &VarMap) -> Vec<(String, Var)> {
     let mut v: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
+}
+
+/// Sets the decoder's variables from a decoder file (`--init-decoder`): every
+/// tensor must be there with the decoder's shape.
+fn warm_start(params: &[(String, Var)], file: &Path, encoder_sha: &str) -> Result<()> {
+    let w = weights::WeightFile::load(file)?;
+    for (name, var) in params {
+        let t = w
+            .tensors
+            .get(name)
+            .with_context(|| format!("{}: missing tensor `{name}`", file.display()))?;
+        if t.dims() != var.dims() {
+            bail!(
+                "{}: tensor `{name}` has shape {:?}, the decoder needs {:?}",
+                file.display(),
+                t.dims(),
+                var.dims()
+            );
+        }
+        var.set(&t.to_device(var.device())?)?;
+    }
+    if w.metadata
+        .get(weights::META_ENCODER_SHA)
+        .map(String::as_str)
+        != Some(encoder_sha)
+    {
+        tracing::warn!(
+            "{}: trained with another encoder (or unknown): the warm start may be far from a fit",
+            file.display()
+        );
+    }
+    tracing::info!(
+        "decoder initialised from {} (its iteration: {})",
+        file.display(),
+        w.metadata
+            .get(weights::META_ITER)
+            .map(String::as_str)
+            .unwrap_or("unknown")
+    );
+    Ok(())
 }
 
 /// PyTorch's default Conv2d init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and
