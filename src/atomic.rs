@@ -7,12 +7,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-/// Writes `path` atomically with the bytes `write` produces. With
-/// `overwrite == false` an existing `path` is an error (and is left untouched).
-pub fn write_with<F>(path: &Path, overwrite: bool, write: F) -> Result<()>
-where
-    F: FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> Result<()>,
-{
+/// A temp file beside `path` (same directory, so the rename is atomic) whose
+/// name ends in `suffix`, with the mode any new file gets (tempfile's 0600 is
+/// wrong for a normal output: 0666 less the umask, like File::create).
+fn temp_beside<'a>(path: &'a Path, suffix: &str) -> Result<(tempfile::NamedTempFile, &'a Path)> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -20,20 +18,17 @@ where
     std::fs::create_dir_all(dir)
         .with_context(|| format!("{}: cannot create directory", dir.display()))?;
     let mut builder = tempfile::Builder::new();
-    builder.prefix(".adain-tmp-");
-    // Temp files are created 0600; the result is a normal output, so it gets
-    // the mode any new file gets (0666 less the umask), like File::create.
+    builder.prefix(".adain-tmp-").suffix(suffix);
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    let mut tmp = builder
+    let tmp = builder
         .tempfile_in(dir)
         .with_context(|| format!("{}: cannot create a temporary file", dir.display()))?;
-    {
-        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
-        write(&mut w).with_context(|| format!("{}: write failed", path.display()))?;
-        w.flush()
-            .with_context(|| format!("{}: write failed", path.display()))?;
-    }
+    Ok((tmp, dir))
+}
+
+/// fsyncs the temp file, renames it to `path` and makes the rename durable.
+fn commit(tmp: tempfile::NamedTempFile, dir: &Path, path: &Path, overwrite: bool) -> Result<()> {
     tmp.as_file()
         .sync_all()
         .with_context(|| format!("{}: fsync failed", path.display()))?;
@@ -51,11 +46,38 @@ where
                 )
             })?;
     }
-    // Make the rename itself durable.
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Writes `path` atomically with the bytes `write` produces. With
+/// `overwrite == false` an existing `path` is an error (and is left untouched).
+pub fn write_with<F>(path: &Path, overwrite: bool, write: F) -> Result<()>
+where
+    F: FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> Result<()>,
+{
+    let (mut tmp, dir) = temp_beside(path, "")?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+        write(&mut w).with_context(|| format!("{}: write failed", path.display()))?;
+        w.flush()
+            .with_context(|| format!("{}: write failed", path.display()))?;
+    }
+    commit(tmp, dir, path, overwrite)
+}
+
+/// Replaces `path` atomically with a file that `write` creates at the path it
+/// is given (for writers that take a path, such as plotters' bitmap backend,
+/// which picks the format from the name: the temp path ends in `suffix`).
+pub fn write_via_path<F>(path: &Path, suffix: &str, write: F) -> Result<()>
+where
+    F: FnOnce(&Path) -> Result<()>,
+{
+    let (tmp, dir) = temp_beside(path, suffix)?;
+    write(tmp.path()).with_context(|| format!("{}: write failed", path.display()))?;
+    commit(tmp, dir, path, true)
 }
 
 /// Atomically writes `bytes` to `path`, replacing it if it exists.
@@ -75,5 +97,15 @@ mod tests {
         std::fs::write(&plain, b"x").unwrap();
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&ours), mode(&plain));
+        // a writer that takes a path: it sees a temp name with the suffix, the
+        // result lands under the final name with the same mode
+        let via = dir.path().join("c.png");
+        super::write_via_path(&via, ".png", |p| {
+            assert!(p.to_string_lossy().ends_with(".png") && p != via);
+            Ok(std::fs::write(p, b"y")?)
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(&via).unwrap(), b"y");
+        assert_eq!(mode(&via), mode(&plain));
     }
 }

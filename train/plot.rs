@@ -1,8 +1,7 @@
 //! Training visualisations: loss curves (PNG) and content/style/output sample
-//! grids (JPEG). Both are written atomically (temp file in the same
+//! grids (JPEG). Both are written atomically by adain::atomic (temp file in the same
 //! directory, then rename) so a viewer never sees a half-written file.
 
-use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -11,7 +10,6 @@ use image::codecs::jpeg::JpegEncoder;
 use image::imageops::FilterType;
 use image::RgbImage;
 use plotters::prelude::*;
-use tempfile::NamedTempFile;
 
 /// Loss-plot size in pixels.
 const PLOT_SIZE: (u32, u32) = (900, 500);
@@ -27,24 +25,6 @@ pub struct LossPoint {
     pub total: f64,
 }
 
-/// Temp file next to `path` (same directory, so the final rename is atomic)
-/// whose name ends in `suffix`.
-fn temp_beside(path: &Path, suffix: &str) -> Result<NamedTempFile> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(suffix)
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temp file in {}", dir.display()))
-}
-
 /// Plot content, style and total loss against iteration on a log-scale y axis
 /// and save it as a 900x500 PNG at `path` (atomically).
 ///
@@ -55,12 +35,10 @@ pub fn plot_losses(path: &Path, records: &[LossPoint]) -> Result<()> {
     if records.is_empty() {
         return Ok(());
     }
-    let tmp = temp_beside(path, ".tmp.png")?;
-    render_losses(tmp.path(), records, adain::runtime::font_family())
-        .with_context(|| format!("drawing loss plot {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("writing loss plot {}", path.display()))?;
-    Ok(())
+    adain::atomic::write_via_path(path, ".png", |tmp| {
+        render_losses(tmp, records, adain::runtime::font_family())
+            .with_context(|| format!("drawing loss plot {}", path.display()))
+    })
 }
 
 /// Draw the loss plot to `path`; `font` is the family for all text, `None`
@@ -204,18 +182,11 @@ pub fn save_grid(path: &Path, rows: &[[&Tensor; 3]], cell: u32) -> Result<()> {
             image::imageops::replace(&mut canvas, &img, x as i64, y as i64);
         }
     }
-    let mut tmp = temp_beside(path, ".tmp.jpg")?;
-    {
-        let mut w = BufWriter::new(tmp.as_file_mut());
+    adain::atomic::write_with(path, true, |w| {
         canvas
-            .write_with_encoder(JpegEncoder::new_with_quality(&mut w, 90))
-            .with_context(|| format!("encoding sample grid {}", path.display()))?;
-        w.flush()
-            .with_context(|| format!("writing sample grid {}", path.display()))?;
-    }
-    tmp.persist(path)
-        .with_context(|| format!("writing sample grid {}", path.display()))?;
-    Ok(())
+            .write_with_encoder(JpegEncoder::new_with_quality(w, 90))
+            .with_context(|| format!("encoding sample grid {}", path.display()))
+    })
 }
 
 #[cfg(test)]
