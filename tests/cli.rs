@@ -621,3 +621,41 @@ fn palette_and_cmyk_inputs_work() {
         assert_eq!(image::open(&out).unwrap().dimensions(), (40, 24), "{f}");
     }
 }
+
+/// The README's main command on a fresh clone: no --decoder, no ADAIN_WEIGHTS,
+/// so the published `weights/decoder.safetensors` is found, fits the encoder
+/// in use (no mismatch warning) and produces a non-flat image.
+#[test]
+fn the_published_decoder_is_found_by_default() {
+    let e = env();
+    let published = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/decoder.safetensors");
+    let info = run(&["info", published.to_str().unwrap()], &[]);
+    ok(&info);
+    let info = String::from_utf8_lossy(&info.stdout).into_owned();
+    assert!(info.contains("format: adain-decoder"), "{info}");
+    save(&gradient(40, 32, 0), &e.p("c.png"));
+    save(&gradient(40, 32, 1), &e.p("s.png"));
+    let vgg = common::vgg_path();
+    let o = run(
+        &[
+            "stylize",
+            "--vgg",
+            vgg.to_str().unwrap(),
+            "-c",
+            e.p("c.png").to_str().unwrap(),
+            "-s",
+            e.p("s.png").to_str().unwrap(),
+            "-o",
+            e.p("out.png").to_str().unwrap(),
+        ],
+        &[],
+    );
+    ok(&o);
+    assert!(!stderr(&o).contains("encoder"), "{}", stderr(&o));
+    let img = image::open(e.p("out.png")).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (40, 32));
+    let (lo, hi) = img
+        .pixels()
+        .fold((255u8, 0u8), |(lo, hi), p| (lo.min(p[0]), hi.max(p[0])));
+    assert!(hi - lo > 10, "flat output {lo}..{hi}");
+}
