@@ -76,17 +76,8 @@ impl Model {
     pub fn load(vgg: &Path, decoder: &Path, device: &Device) -> Result<Self> {
         let enc = WeightFile::load(vgg)?;
         let dec = WeightFile::load(decoder)?;
-        if let Some(want) = dec.metadata.get(weights::META_ENCODER_SHA) {
-            let have = weights::sha256_file(vgg)?;
-            if *want != have {
-                tracing::warn!(
-                    "{}: decoder was trained with encoder sha256 {}, but {} has {}: results may be poor",
-                    decoder.display(),
-                    short(want),
-                    vgg.display(),
-                    short(&have)
-                );
-            }
+        if dec.metadata.contains_key(weights::META_ENCODER_SHA) {
+            weights::warn_if_other_encoder(&dec, vgg, &weights::sha256_file(vgg)?);
         }
         Self::new(&enc, &dec, device)
     }
@@ -195,8 +186,4 @@ pub fn downsample_nearest(m: &Tensor, h: usize, w: usize) -> Result<Tensor> {
     let rows = Tensor::new(rows.as_slice(), m.device())?;
     let cols = Tensor::new(cols.as_slice(), m.device())?;
     Ok(m.index_select(&rows, 0)?.index_select(&cols, 1)?)
-}
-
-fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(12)]
 }

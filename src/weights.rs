@@ -167,6 +167,27 @@ pub fn decoder_metadata(
     ])
 }
 
+/// Warns when `decoder` names (in its metadata) an encoder other than the one
+/// at `vgg`, whose sha256 is `vgg_sha`: a decoder only fits its encoder.
+pub fn warn_if_other_encoder(decoder: &WeightFile, vgg: &Path, vgg_sha: &str) {
+    if let Some(want) = decoder.metadata.get(META_ENCODER_SHA) {
+        if want != vgg_sha {
+            tracing::warn!(
+                "{}: decoder was trained with encoder sha256 {}, but {} has {}: results may be poor",
+                decoder.path.display(),
+                short(want),
+                vgg.display(),
+                short(vgg_sha)
+            );
+        }
+    }
+}
+
+/// The first 12 hex digits of a sha256, for messages.
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
 /// Finds a weight file: the explicit flag, else `$ADAIN_WEIGHTS/<file>` when
 /// that variable is set (and then only there: a user who points it somewhere
 /// means that folder, and a missing file there must not be replaced silently by

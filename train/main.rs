@@ -284,7 +284,7 @@ fn train(args: TrainArgs) -> Result<()> {
     let params = sorted_vars(&varmap);
     init_decoder(&params, cfg.seed)?;
     if let (Some(file), false) = (&cfg.init_decoder, resuming) {
-        warm_start(&params, file, &encoder_sha)?;
+        warm_start(&params, file, &vgg_path, &encoder_sha)?;
     }
     let mut adam = adain::optim::Adam::new(
         params.clone(),
@@ -522,34 +522,15 @@ fn sorted_vars(varmap: &VarMap) -> Vec<(String, Var)> {
 }
 
 /// Sets the decoder's variables from a decoder file (`--init-decoder`): every
-/// tensor must be there with the decoder's shape.
-fn warm_start(params: &[(String, Var)], file: &Path, encoder_sha: &str) -> Result<()> {
+/// tensor must be there with the decoder's shape (the check `adain` applies).
+fn warm_start(params: &[(String, Var)], file: &Path, vgg: &Path, encoder_sha: &str) -> Result<()> {
     let w = weights::WeightFile::load(file)?;
+    w.check(&Decoder::tensor_shapes())?;
     for (name, var) in params {
-        let t = w
-            .tensors
-            .get(name)
-            .with_context(|| format!("{}: missing tensor `{name}`", file.display()))?;
-        if t.dims() != var.dims() {
-            bail!(
-                "{}: tensor `{name}` has shape {:?}, the decoder needs {:?}",
-                file.display(),
-                t.dims(),
-                var.dims()
-            );
-        }
+        let t = w.tensors.get(name).context("decoder tensor names")?;
         var.set(&t.to_device(var.device())?)?;
     }
-    if w.metadata
-        .get(weights::META_ENCODER_SHA)
-        .map(String::as_str)
-        != Some(encoder_sha)
-    {
-        tracing::warn!(
-            "{}: trained with another encoder (or unknown): the warm start may be far from a fit",
-            file.display()
-        );
-    }
+    weights::warn_if_other_encoder(&w, vgg, encoder_sha);
     tracing::info!(
         "decoder initialised from {} (its iteration: {})",
         file.display(),

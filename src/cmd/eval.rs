@@ -320,14 +320,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
             }
             let model = Model::load(&vgg, &decoder, &device)?;
             let encoder = model.encoder.clone();
-            (Some(model), encoder, {
-                adain::conv::warn_if_unavailable(a.precision);
-                format!(
-                    "adain (decoder {}, precision {})",
-                    decoder.display(),
-                    adain::conv::effective(a.precision)
-                )
-            })
+            adain::conv::warn_if_unavailable(a.precision);
+            let source = format!(
+                "adain (decoder {}, precision {})",
+                decoder.display(),
+                adain::conv::effective(a.precision)
+            );
+            (Some(model), encoder, source)
         }
     };
     let opts = Options {
