@@ -13,10 +13,7 @@ run=${1:?usage: scripts/eval-trend.sh RUN_DIR}
 PRECISION=${PRECISION:-bf16}
 ADAIN=target/release/adain
 [ -x "$ADAIN" ] || cargo build --release --bin adain
-SUB=runs/pilots/subset
-mkdir -p "$SUB/content" "$SUB/style"
-for f in $(ls data/eval/content/*.png | head -4); do ln -sf "$PWD/$f" "$SUB/content/"; done
-for f in $(ls data/eval/style/*.png | awk 'NR % 8 == 1'); do ln -sf "$PWD/$f" "$SUB/style/"; done
+SUB=$(bash scripts/eval-subset.sh)   # the 20-pair subset
 
 csv=$run/eval-trend.csv
 [ -f "$csv" ] || echo "step,style_musigma,style_gram,content_in,ssim" > "$csv"

@@ -28,11 +28,7 @@ PILOTS=(
   "lr3e-4_sw20  128 3e-4 20"
 )
 
-# The subset: eval contents 00-03 and every 8th eval painting.
-SUB=$ROOT/subset
-mkdir -p "$SUB/content" "$SUB/style"
-for f in $(ls data/eval/content/*.png | head -4); do ln -sf "$PWD/$f" "$SUB/content/"; done
-for f in $(ls data/eval/style/*.png | awk 'NR % 8 == 1'); do ln -sf "$PWD/$f" "$SUB/style/"; done
+SUB=$(bash scripts/eval-subset.sh)   # the 20-pair subset
 
 selected=("$@")
 rows=()
