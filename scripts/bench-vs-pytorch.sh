@@ -5,16 +5,21 @@
 # same architecture and weights file.
 #
 # Usage: scripts/bench-vs-pytorch.sh [--threads N] [--quick] [--out FILE]
+#                                    [--work "W1 W2 ..."] [--precisions "f32 bf16"]
 #   --quick: 256 and 512 only, training at batch 2 (a smoke run; not for the record)
+#   --work: only these workloads (names as in `adain bench`, e.g. train_b8_256)
+#   --precisions: f32 alone on a CPU without AMX, where adain's bf16 is f32 anyway
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-threads=2 out=BENCHMARKS.md quick=0
+threads=2 out=BENCHMARKS.md quick=0 only="" precisions="f32 bf16"
 while [ $# -gt 0 ]; do
   case "$1" in
     --threads) threads="$2"; shift 2 ;;
     --quick) quick=1; shift ;;
     --out) out="$2"; shift 2 ;;
+    --work) only="$2"; shift 2 ;;
+    --precisions) precisions="$2"; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -23,6 +28,7 @@ if [ "$quick" = 1 ]; then
 else
   work="stylize_256 stylize_512 stylize_cached_512 stylize_1024 stylize_2048 train_b8_256"
 fi
+[ -n "$only" ] && work="$only"
 [ -x .venv/bin/python ] || { python3 -m venv .venv && .venv/bin/pip install -q torch numpy safetensors; }
 cargo build --release --bins -q
 tmp=$(mktemp -d)
@@ -30,7 +36,7 @@ trap 'rm -rf "$tmp"' EXIT
 for w in $work; do
   b=8 size=256
   if [[ $w == train_b* ]]; then b=${w#train_b}; b=${b%%_*}; size=${w##*_}; fi
-  for p in f32 bf16; do
+  for p in $precisions; do
     echo "adain $w ($p)" >&2
     target/release/adain bench --threads "$threads" --precision "$p" --only "$w" \
       --sizes "${w##*_}" --batch-size "$b" --train-size "$size" --json > "$tmp/adain-$p-$w.json"
@@ -43,8 +49,8 @@ done
 # Gatys optimisation (adain optimize) at 512: 10 L-BFGS iterations, one eval pair.
 c=$(ls data/eval/content/*.png data/eval/content/*.jpg 2>/dev/null | head -n1 || true)
 s=$(ls data/eval/style/*.png data/eval/style/*.jpg 2>/dev/null | head -n1 || true)
-if [ -n "$c" ] && [ -n "$s" ] && [ "$quick" = 0 ]; then
-  for p in f32 bf16; do
+if [ -n "$c" ] && [ -n "$s" ] && [ "$quick" = 0 ] && [ -z "$only" ]; then
+  for p in $precisions; do
     echo "adain optimize 512 ($p)" >&2
     target/release/adain optimize -c "$c" -s "$s" -o "$tmp/opt-$p.png" --overwrite --size 512 \
       --iters 10 --threads "$threads" --precision "$p" --json -q | tail -n1 > "$tmp/optimize-adain-$p.json"

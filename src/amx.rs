@@ -25,7 +25,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use crate::conv::reflect;
+use crate::conv::{fold_reflection, reflect, Pad};
 
 /// Whether the AMX kernels can run here: the CPU has AMX-BF16 and AMX-TILE and
 /// the kernel grants this process the tile data state.
@@ -83,31 +83,6 @@ fn pair(lo: f32, hi: f32) -> u32 {
 
 fn round_up(x: usize, m: usize) -> usize {
     x.div_ceil(m) * m
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Pad {
-    /// ReflectionPad2d(1): the forward and weight-gradient input.
-    Reflect1,
-    /// Zero padding of 2: the output gradient, for the input gradient.
-    Zero2,
-}
-
-impl Pad {
-    fn size(self) -> usize {
-        match self {
-            Pad::Reflect1 => 1,
-            Pad::Zero2 => 2,
-        }
-    }
-    /// Source index of padded index `p` along a side of `n`, if any.
-    #[inline]
-    fn src(self, p: usize, n: usize) -> Option<usize> {
-        match self {
-            Pad::Reflect1 => Some(reflect(p as isize - 1, n)),
-            Pad::Zero2 => (p >= 2 && p - 2 < n).then(|| p - 2),
-        }
-    }
 }
 
 /// Geometry of one convolution in the padded-width domain.
@@ -752,29 +727,6 @@ pub fn conv_grad_weight(
     for oi in 0..o {
         out[oi * c * 9..][..c * 9].copy_from_slice(&dw[oi * c2 * 9..][..c * 9]);
     }
-    out
-}
-
-/// Adjoint of ReflectionPad2d(1): [P][H+2][W+2] -> [P][H][W], each padded
-/// pixel's gradient added to the pixel it was copied from.
-fn fold_reflection(padded: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
-    let (hp, wp) = (h + 2, w + 2);
-    let mut out = huge_vec(planes * h * w);
-    out.par_chunks_mut(h * w).enumerate().for_each(|(i, dst)| {
-        let src = &padded[i * hp * wp..][..hp * wp];
-        for y in 0..h {
-            dst[y * w..][..w].copy_from_slice(&src[(y + 1) * wp + 1..][..w]);
-        }
-        for yp in 0..hp {
-            let sy = reflect(yp as isize - 1, h);
-            let edge_row = yp == 0 || yp == hp - 1;
-            for xp in 0..wp {
-                if edge_row || xp == 0 || xp == wp - 1 {
-                    dst[sy * w + reflect(xp as isize - 1, w)] += src[yp * wp + xp];
-                }
-            }
-        }
-    });
     out
 }
 

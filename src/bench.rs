@@ -3,6 +3,9 @@
 //! training step), reports the median and range of several runs after a
 //! warm-up, the convolution FLOP rate, its share of this machine's measured
 //! matrix-multiply peak, and the peak resident memory of each workload.
+//! FLOPs are those of direct 3x3 convolutions whatever the kernel: f32 runs
+//! Winograd F(2x2, 3x3), which does 4/9 of the multiplies, so its rate is an
+//! effective one and may pass 100% of the peak.
 //! `scripts/bench-vs-pytorch.sh` runs the same work in PyTorch, interleaved,
 //! and writes BENCHMARKS.md.
 

@@ -1,6 +1,7 @@
-//! The CPU fast path for "reflection-pad(1) + 3x3 conv": a fused
-//! pad-and-im2col op whose backward is the matching col2im, so that the forward
-//! pass and both gradients are single large matrix products.
+//! The CPU fast path for "reflection-pad(1) + 3x3 conv (+ bias, ReLU)": one
+//! fused op with its own backward. In f32 its three kernels (forward, input
+//! gradient, weight gradient) are Winograd F(2x2, 3x3) ([`crate::winograd`]);
+//! in bf16 on AMX they are direct convolutions ([`crate::amx`]).
 //!
 //! Why it is ours: candle 0.11's CPU conv2d backward goes through a naive
 //! `conv_transpose2d` and a conv whose kernel is the whole image, and a
@@ -110,6 +111,54 @@ pub(crate) fn reflect(i: isize, n: usize) -> usize {
     }
 }
 
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Pad {
+    /// ReflectionPad2d(1): the forward and weight-gradient input.
+    Reflect1,
+    /// Zero padding of 2: the output gradient, for the input gradient.
+    Zero2,
+}
+
+impl Pad {
+    pub(crate) fn size(self) -> usize {
+        match self {
+            Pad::Reflect1 => 1,
+            Pad::Zero2 => 2,
+        }
+    }
+    /// Source index of padded index `p` along a side of `n`, if any.
+    #[inline]
+    pub(crate) fn src(self, p: usize, n: usize) -> Option<usize> {
+        match self {
+            Pad::Reflect1 => Some(reflect(p as isize - 1, n)),
+            Pad::Zero2 => (p >= 2 && p - 2 < n).then(|| p - 2),
+        }
+    }
+}
+
+/// Adjoint of ReflectionPad2d(1): [P][H+2][W+2] -> [P][H][W], each padded
+/// pixel's gradient added to the pixel it was copied from.
+pub(crate) fn fold_reflection(padded: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
+    let (hp, wp) = (h + 2, w + 2);
+    let mut out = crate::amx::huge_vec(planes * h * w);
+    out.par_chunks_mut(h * w).enumerate().for_each(|(i, dst)| {
+        let src = &padded[i * hp * wp..][..hp * wp];
+        for y in 0..h {
+            dst[y * w..][..w].copy_from_slice(&src[(y + 1) * wp + 1..][..w]);
+        }
+        for yp in 0..hp {
+            let sy = reflect(yp as isize - 1, h);
+            let edge_row = yp == 0 || yp == hp - 1;
+            for xp in 0..wp {
+                if edge_row || xp == 0 || xp == wp - 1 {
+                    dst[sy * w + reflect(xp as isize - 1, w)] += src[yp * wp + xp];
+                }
+            }
+        }
+    });
+    out
+}
+
 fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
     let v = match storage {
         CpuStorage::F32(v) => v,
@@ -119,129 +168,6 @@ fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result
         Some((a, b)) => Ok(&v[a..b]),
         None => candle_core::bail!("{what}: needs a contiguous input"),
     }
-}
-
-/// x [N,C,H,W] -> columns [C*9, N*H*W]: row c*9 + ky*3 + kx holds x shifted by
-/// (ky-1, kx-1) with reflection at the borders.
-fn im2col(x: &[f32], n: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
-    let hw = h * w;
-    let mut out = vec![0f32; c * 9 * n * hw];
-    out.par_chunks_mut(n * hw).enumerate().for_each(|(r, row)| {
-        let (ci, ky, kx) = (r / 9, (r % 9) / 3, r % 3);
-        for ni in 0..n {
-            let plane = &x[(ni * c + ci) * hw..][..hw];
-            for y in 0..h {
-                let sy = reflect(y as isize + ky as isize - 1, h);
-                let src = &plane[sy * w..][..w];
-                let dst = &mut row[ni * hw + y * w..][..w];
-                match kx {
-                    0 => {
-                        dst[0] = src[1];
-                        dst[1..].copy_from_slice(&src[..w - 1]);
-                    }
-                    1 => dst.copy_from_slice(src),
-                    _ => {
-                        dst[..w - 1].copy_from_slice(&src[1..]);
-                        dst[w - 1] = src[w - 2];
-                    }
-                }
-            }
-        }
-    });
-    out
-}
-
-/// The adjoint of [`im2col`]: each column entry is added back to the pixel it
-/// was copied from. Returns [N,C,H,W].
-fn col2im(cols: &[f32], n: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
-    let hw = h * w;
-    let planes: Vec<Vec<f32>> = (0..c)
-        .into_par_iter()
-        .map(|ci| {
-            let mut acc = vec![0f32; n * hw];
-            for k in 0..9 {
-                let (ky, kx) = (k / 3, k % 3);
-                let row = &cols[(ci * 9 + k) * n * hw..][..n * hw];
-                for ni in 0..n {
-                    for y in 0..h {
-                        let sy = reflect(y as isize + ky as isize - 1, h);
-                        let src = &row[ni * hw + y * w..][..w];
-                        let dst = &mut acc[ni * hw + sy * w..][..w];
-                        match kx {
-                            0 => {
-                                dst[1] += src[0];
-                                for x in 1..w {
-                                    dst[x - 1] += src[x];
-                                }
-                            }
-                            1 => dst.iter_mut().zip(src).for_each(|(d, s)| *d += s),
-                            _ => {
-                                for x in 0..w - 1 {
-                                    dst[x + 1] += src[x];
-                                }
-                                dst[w - 2] += src[w - 1];
-                            }
-                        }
-                    }
-                }
-            }
-            acc
-        })
-        .collect();
-    let mut out = vec![0f32; n * c * hw];
-    for (ci, plane) in planes.iter().enumerate() {
-        for ni in 0..n {
-            out[(ni * c + ci) * hw..][..hw].copy_from_slice(&plane[ni * hw..][..hw]);
-        }
-    }
-    out
-}
-
-/// A matrix view for [`matmul`]: pointer, row stride, column stride.
-struct Mat(*const f32, isize, isize);
-
-/// dst (m x n, row-major, row stride `dst_rs`) (+)= lhs (m x k) * rhs (k x n).
-#[allow(clippy::too_many_arguments)] // mirrors gemm's own signature
-///
-/// # Safety
-/// The views must lie inside live buffers of the sizes their strides imply.
-unsafe fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: Mat,
-    rhs: Mat,
-) {
-    let threads = candle_core::utils::get_num_threads();
-    let par = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
-        accumulate,
-        lhs.0,
-        lhs.2,
-        lhs.1,
-        rhs.0,
-        rhs.2,
-        rhs.1,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        par,
-    );
 }
 
 /// The forward op: (x [N,C,H,W], weight [O,C,3,3], bias [O]) -> [N,O,H,W],
@@ -284,32 +210,7 @@ impl CustomOp3 for Conv3x3Reflect {
             let out = crate::amx::conv_forward(x, n, c, h, w, wt, b, o, self.relu);
             return Ok((CpuStorage::F32(out), Shape::from((n, o, h, w))));
         }
-        let (hw, k) = (h * w, c * 9);
-        let mut out = vec![0f32; n * o * hw];
-        out.par_chunks_mut(hw)
-            .enumerate()
-            .for_each(|(i, plane)| plane.fill(b[i % o]));
-        // One image at a time: the column buffer (9x the input) stays one image.
-        for ni in 0..n {
-            let cols = im2col(&x[ni * c * hw..][..c * hw], 1, c, h, w);
-            // out[ni] (o x hw) += W (o x k) * cols (k x hw)
-            unsafe {
-                matmul(
-                    o,
-                    hw,
-                    k,
-                    out.as_mut_ptr().add(ni * o * hw),
-                    hw,
-                    true,
-                    Mat(wt.as_ptr(), k as isize, 1),
-                    Mat(cols.as_ptr(), hw as isize, 1),
-                );
-            }
-        }
-        if self.relu {
-            out.par_chunks_mut(hw)
-                .for_each(|p| p.iter_mut().for_each(|v| *v = v.max(0.0)));
-        }
+        let out = crate::winograd::conv_forward(x, n, c, h, w, wt, b, o, self.relu);
         Ok((CpuStorage::F32(out), Shape::from((n, o, h, w))))
     }
 
@@ -400,25 +301,7 @@ impl CustomOp2 for GradInput {
             let dx = crate::amx::conv_grad_input(g, n, o, h, w, wt, c);
             return Ok((CpuStorage::F32(dx), Shape::from((n, c, h, w))));
         }
-        let (hw, k) = (h * w, c * 9);
-        let mut dx = vec![0f32; n * c * hw];
-        let mut cols = vec![0f32; k * hw];
-        for ni in 0..n {
-            // cols (k x hw) = W^T (k x o) * grad[ni] (o x hw), one image at a time
-            unsafe {
-                matmul(
-                    k,
-                    hw,
-                    o,
-                    cols.as_mut_ptr(),
-                    hw,
-                    false,
-                    Mat(wt.as_ptr(), 1, k as isize),
-                    Mat(g.as_ptr().add(ni * o * hw), hw as isize, 1),
-                );
-            }
-            dx[ni * c * hw..][..c * hw].copy_from_slice(&col2im(&cols, 1, c, h, w));
-        }
+        let dx = crate::winograd::conv_grad_input(g, n, o, h, w, wt, c);
         Ok((CpuStorage::F32(dx), Shape::from((n, c, h, w))))
     }
 }
@@ -445,24 +328,7 @@ impl CustomOp2 for GradWeight {
             let dw = crate::amx::conv_grad_weight(x, g, n, c, o, h, w);
             return Ok((CpuStorage::F32(dw), Shape::from((o, c, 3, 3))));
         }
-        let (hw, k) = (h * w, c * 9);
-        let mut gw = vec![0f32; o * k];
-        for ni in 0..n {
-            let cols = im2col(&x[ni * c * hw..][..c * hw], 1, c, h, w);
-            // gw (o x k) += grad[ni] (o x hw) * cols^T (hw x k)
-            unsafe {
-                matmul(
-                    o,
-                    k,
-                    hw,
-                    gw.as_mut_ptr(),
-                    k,
-                    ni > 0,
-                    Mat(g.as_ptr().add(ni * o * hw), hw as isize, 1),
-                    Mat(cols.as_ptr(), 1, hw as isize),
-                );
-            }
-        }
+        let gw = crate::winograd::conv_grad_weight(x, g, n, c, o, h, w);
         Ok((CpuStorage::F32(gw), Shape::from((o, c, 3, 3))))
     }
 }
@@ -579,6 +445,16 @@ mod tests {
             .chain([(2, 3, 4, 5, 4), (1, 3, 64, 2, 2)])
             .collect();
         agree(Precision::F32, &shapes, 1e-5)
+    }
+
+    #[test]
+    fn f32_op_is_unchanged_by_chunks_of_tile_rows() -> Result<()> {
+        // 64 channels 700 wide: chunks of 5 tile rows (5, 5, 4) per image,
+        // the last one short and ending in a half tile (27 rows).
+        let chunks = crate::winograd::tile_row_chunks(2, 64, 5, 27, 700);
+        assert_eq!(chunks.len(), 6);
+        assert_eq!(&chunks[3..], [(1, (0, 5)), (1, (5, 10)), (1, (10, 14))]);
+        agree(Precision::F32, &[(2, 64, 5, 27, 700)], 1e-5)
     }
 
     #[test]

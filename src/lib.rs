@@ -6,7 +6,8 @@
 //! - [`adain`]: the AdaIN operation, blends and masked (regional) AdaIN;
 //! - [`decoder`]: the trained decoder, back to an image;
 //! - [`layers`]: reflection padding, padded conv, ceil-mode pooling;
-//! - [`conv`]: the fused CPU pad+conv+ReLU op (f32 im2col/col2im) and the precision switch;
+//! - [`conv`]: the fused CPU pad+conv+ReLU op and the precision switch;
+//! - [`winograd`]: its f32 forward pass and gradients by Winograd F(2x2, 3x3);
 //! - [`amx`]: the bf16 kernels of that op on Intel AMX (`--precision bf16`);
 //! - [`loss`]: every loss: training objective, style statistics, Gram matrices;
 //! - [`optim`]: optimisers (Adam with inverse-time decay; L-BFGS);
@@ -40,6 +41,7 @@ pub mod stylize;
 #[doc(hidden)]
 pub mod testing;
 pub mod weights;
+pub mod winograd;
 
 pub use decoder::Decoder;
 pub use encoder::Encoder;

@@ -1,0 +1,546 @@
+//! f32 3x3 convolutions by Winograd's F(2x2, 3x3): the forward pass and both
+//! gradients of [`crate::conv`]'s op in f32 (all CPUs without AMX, and
+//! `--precision f32` everywhere).
+//!
+//! Each 2x2 block of outputs comes from a 4x4 block of the padded input:
+//! `Y = A^T [(G g G^T) . (B^T d B)] A` (Lavin & Gray 2015), 16 multiplies per
+//! input channel where the direct form takes 36. The products for all tiles
+//! are 16 matrix multiplies, one per position in the 4x4 transformed tile:
+//! `M[xi]` (O x tiles) = `U[xi]` (O x C) `V[xi]` (C x tiles).
+//! F(2x2, 3x3) keeps f32 accuracy (its transforms only add, subtract and
+//! halve); the larger F(4x4, 3x3) saves more multiplies but loses about two
+//! digits, more than the parity tests allow.
+//!
+//! Why it is ours: no crate offers a Winograd convolution on the CPU; the
+//! matrix multiplies are the `gemm` crate's.
+//!
+//! The weight gradient is the same scheme run backwards: the output gradient's
+//! tiles are transformed by `A . A^T`, multiplied with the input's transformed
+//! tiles and summed over tiles, then brought back to 3x3 by `G^T . G`.
+//!
+//! Work is split into chunks of tile rows of one image (transformed buffers of
+//! a few MB, where im2col needs 9x the whole input); each thread takes one
+//! contiguous run of chunks with its own buffers, so sums over chunks come out
+//! the same on every run (training resumes bit for bit).
+
+use rayon::prelude::*;
+
+use crate::conv::Pad;
+
+/// Transformed-tile buffers hold about this many floats per chunk (8 MB).
+const CHUNK_FLOATS: usize = 1 << 21;
+/// Tiles per chunk at least (keeps the matrix multiplies efficient).
+const MIN_TILES: usize = 256;
+
+/// `U[xi][o][c] = (G w[o][c] G^T)[xi]` for w [O,C,3,3]; with `flip`, the
+/// kernel used is w[o][c] rotated by 180 degrees and the roles of O and C
+/// swapped (the input gradient's kernel): U [16][C][O].
+fn transform_weights(wt: &[f32], o: usize, c: usize, flip: bool) -> Vec<f32> {
+    let (rows, cols) = if flip { (c, o) } else { (o, c) };
+    let mut u = vec![0f32; 16 * rows * cols];
+    for oi in 0..o {
+        for ci in 0..c {
+            let k = &wt[(oi * c + ci) * 9..][..9];
+            let g = |y: usize, x: usize| -> f32 {
+                if flip {
+                    k[(2 - y) * 3 + (2 - x)]
+                } else {
+                    k[y * 3 + x]
+                }
+            };
+            // t = G g (4x3), then u = t G^T (4x4).
+            let t: [[f32; 3]; 4] = std::array::from_fn(|y| {
+                std::array::from_fn(|x| {
+                    let (g0, g1, g2) = (g(0, x), g(1, x), g(2, x));
+                    match y {
+                        0 => g0,
+                        1 => 0.5 * (g0 + g1 + g2),
+                        2 => 0.5 * (g0 - g1 + g2),
+                        _ => g2,
+                    }
+                })
+            });
+            let (r, cc) = if flip { (ci, oi) } else { (oi, ci) };
+            for (y, t) in t.iter().enumerate() {
+                let row = [
+                    t[0],
+                    0.5 * (t[0] + t[1] + t[2]),
+                    0.5 * (t[0] - t[1] + t[2]),
+                    t[2],
+                ];
+                for (x, v) in row.into_iter().enumerate() {
+                    u[((y * 4 + x) * rows + r) * cols + cc] = v;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// Geometry: the input [C,H,W] is padded by `pad` on every side; the output
+/// is the "valid" 3x3 correlation of the padded input, `hout x wout`, tiled
+/// by 2x2 blocks (`th x tw` of them).
+#[derive(Clone, Copy)]
+struct Geo {
+    h: usize,
+    w: usize,
+    pad: Pad,
+    hout: usize,
+    wout: usize,
+    th: usize,
+    tw: usize,
+}
+
+impl Geo {
+    fn new(h: usize, w: usize, pad: Pad) -> Self {
+        let (hout, wout) = (h + 2 * pad.size() - 2, w + 2 * pad.size() - 2);
+        Self {
+            h,
+            w,
+            pad,
+            hout,
+            wout,
+            th: hout.div_ceil(2),
+            tw: wout.div_ceil(2),
+        }
+    }
+}
+
+/// V[xi][c][t] for tile rows `i0..i1` of one image x [C,H,W]; `t` counts
+/// tiles row-major within the chunk.
+fn transform_input(x: &[f32], c: usize, g: &Geo, (i0, i1): (usize, usize), v: &mut [f32]) {
+    let (h, w, tw) = (g.h, g.w, g.tw);
+    let tc = (i1 - i0) * tw;
+    // Padded columns 0..2*tw+2: the image's w columns start at `pad`; the
+    // reflected border columns (if any) and the rest are filled separately.
+    let wpad = 2 * tw + 2;
+    let off = g.pad.size();
+    let mut rows = vec![0f32; 4 * wpad];
+    let mut t = vec![0f32; 4 * wpad];
+    let (mut even, mut odd) = (vec![0f32; tw + 1], vec![0f32; tw + 1]);
+    for ci in 0..c {
+        let plane = &x[ci * h * w..][..h * w];
+        for i in i0..i1 {
+            // The four padded rows of this tile row, zero where outside.
+            for (k, row) in rows.chunks_exact_mut(wpad).enumerate() {
+                let p = 2 * i + k;
+                match (p < g.hout + 2).then(|| g.pad.src(p, h)).flatten() {
+                    Some(sy) => {
+                        let src = &plane[sy * w..][..w];
+                        row.fill(0.0);
+                        row[off..off + w].copy_from_slice(src);
+                        if g.pad == Pad::Reflect1 {
+                            row[0] = src[1];
+                            row[w + 1] = src[w - 2];
+                        }
+                    }
+                    None => row.fill(0.0),
+                }
+            }
+            // t = B^T d along the rows.
+            let (r0, rest) = rows.split_at(wpad);
+            let (r1, rest) = rest.split_at(wpad);
+            let (r2, r3) = rest.split_at(wpad);
+            for p in 0..wpad {
+                t[p] = r0[p] - r2[p];
+                t[wpad + p] = r1[p] + r2[p];
+                t[2 * wpad + p] = r2[p] - r1[p];
+                t[3 * wpad + p] = r1[p] - r3[p];
+            }
+            // Then (B^T d) B along the columns of each of the four rows.
+            let base = (i - i0) * tw;
+            for (r, trow) in t.chunks_exact(wpad).enumerate() {
+                for j in 0..=tw {
+                    even[j] = trow[2 * j];
+                    odd[j] = trow[2 * j + 1];
+                }
+                let at = |k: usize| ((r * 4 + k) * c + ci) * tc + base;
+                let v0 = &mut v[at(0)..][..tw];
+                for j in 0..tw {
+                    v0[j] = even[j] - even[j + 1];
+                }
+                let v1 = &mut v[at(1)..][..tw];
+                for j in 0..tw {
+                    v1[j] = odd[j] + even[j + 1];
+                }
+                let v2 = &mut v[at(2)..][..tw];
+                for j in 0..tw {
+                    v2[j] = even[j + 1] - odd[j];
+                }
+                let v3 = &mut v[at(3)..][..tw];
+                for j in 0..tw {
+                    v3[j] = odd[j] - odd[j + 1];
+                }
+            }
+        }
+    }
+}
+
+/// out [O,hout,wout] rows of tile rows `i0..i1` = A^T M A (+ bias, ReLU).
+#[allow(clippy::too_many_arguments)]
+fn transform_output(
+    m: &[f32],
+    o: usize,
+    g: &Geo,
+    (i0, i1): (usize, usize),
+    bias: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+) {
+    let (tw, wout) = (g.tw, g.wout);
+    let tc = (i1 - i0) * tw;
+    let mut s = vec![0f32; 8 * tw];
+    let mut y = vec![0f32; 2 * tw];
+    for oi in 0..o {
+        let b = bias.map_or(0.0, |b| b[oi]);
+        for i in i0..i1 {
+            let base = (i - i0) * tw;
+            let mrow = |xi: usize| &m[(xi * o + oi) * tc + base..][..tw];
+            // s = A^T m: two rows of four columns.
+            for k in 0..4 {
+                let (m0, m1, m2, m3) = (mrow(k), mrow(4 + k), mrow(8 + k), mrow(12 + k));
+                let (s0, s1) = s.split_at_mut(4 * tw);
+                let (s0, s1) = (&mut s0[k * tw..][..tw], &mut s1[k * tw..][..tw]);
+                for j in 0..tw {
+                    s0[j] = m0[j] + m1[j] + m2[j];
+                    s1[j] = m1[j] - m2[j] - m3[j];
+                }
+            }
+            // y = s A, written to the output rows with bias and ReLU.
+            for a in 0..2 {
+                let oy = 2 * i + a;
+                if oy >= g.hout {
+                    break;
+                }
+                let sa = &s[a * 4 * tw..][..4 * tw];
+                let (c0, c1, c2, c3) = (
+                    &sa[..tw],
+                    &sa[tw..2 * tw],
+                    &sa[2 * tw..3 * tw],
+                    &sa[3 * tw..],
+                );
+                let (ye, yo) = y.split_at_mut(tw);
+                for j in 0..tw {
+                    ye[j] = c0[j] + c1[j] + c2[j] + b;
+                    yo[j] = c1[j] - c2[j] - c3[j] + b;
+                }
+                let dst = &mut out[(oi * g.hout + oy) * wout..][..wout];
+                let act = |v: f32| if relu { v.max(0.0) } else { v };
+                for (d, (e, o)) in dst.chunks_exact_mut(2).zip(ye.iter().zip(yo.iter())) {
+                    d[0] = act(*e);
+                    d[1] = act(*o);
+                }
+                if wout % 2 == 1 {
+                    dst[wout - 1] = act(ye[wout / 2]);
+                }
+            }
+        }
+    }
+}
+
+/// The chunks `(image, (i0, i1))` of tile rows for `c` input and `o` output
+/// channels.
+fn chunks(n: usize, c: usize, o: usize, g: &Geo) -> Vec<(usize, (usize, usize))> {
+    let per_row = 16 * c.max(o) * g.tw;
+    let rows = (CHUNK_FLOATS / per_row)
+        .max(MIN_TILES.div_ceil(g.tw))
+        .clamp(1, g.th);
+    (0..n)
+        .flat_map(|ni| {
+            (0..g.th)
+                .step_by(rows)
+                .map(move |i0| (ni, (i0, (i0 + rows).min(g.th))))
+        })
+        .collect()
+}
+
+/// `dst` (m x n, row stride `n`) (+)= `lhs` (m x k) `rhs` (k x n) on this
+/// thread; each operand given as (pointer, row stride, column stride).
+///
+/// # Safety
+/// The views must lie inside live buffers of the sizes their strides imply.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    accumulate: bool,
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        n as isize,
+        accumulate,
+        lhs.0,
+        lhs.2 as isize,
+        lhs.1 as isize,
+        rhs.0,
+        rhs.2 as isize,
+        rhs.1 as isize,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+}
+
+/// The chunks split into one contiguous run per thread, in order: each run
+/// reuses one set of buffers, and sums over runs come out the same every time.
+fn per_thread<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
+    let runs = rayon::current_num_threads().clamp(1, items.len().max(1));
+    (0..runs)
+        .map(|r| items[r * items.len() / runs..(r + 1) * items.len() / runs].to_vec())
+        .collect()
+}
+
+/// The largest chunk's tile count.
+fn max_tiles(chunks: &[(usize, (usize, usize))], g: &Geo) -> usize {
+    chunks
+        .iter()
+        .map(|(_, (a, b))| (b - a) * g.tw)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The forward pass's chunks `(image, (first, end tile row))` (for tests).
+#[cfg(test)]
+pub(crate) fn tile_row_chunks(
+    n: usize,
+    c: usize,
+    o: usize,
+    h: usize,
+    w: usize,
+) -> Vec<(usize, (usize, usize))> {
+    chunks(n, c, o, &Geo::new(h, w, Pad::Reflect1))
+}
+
+/// The valid 3x3 correlation of x [N,C,H,W], padded by `pad`, with
+/// transformed weights `u` [16][O][C] -> [N,O,hout,wout].
+#[allow(clippy::too_many_arguments)]
+fn correlate(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    pad: Pad,
+    u: &[f32],
+    o: usize,
+    bias: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
+    let g = Geo::new(h, w, pad);
+    let out_plane = o * g.hout * g.wout;
+    let mut out = vec![0f32; n * out_plane];
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let chunks = chunks(n, c, o, &g);
+    let max_tc = max_tiles(&chunks, &g);
+    per_thread(&chunks).into_par_iter().for_each(|run| {
+        let (mut v, mut m) = (vec![0f32; 16 * c * max_tc], vec![0f32; 16 * o * max_tc]);
+        for (ni, (i0, i1)) in run {
+            let tc = (i1 - i0) * g.tw;
+            transform_input(&x[ni * c * h * w..][..c * h * w], c, &g, (i0, i1), &mut v);
+            for xi in 0..16 {
+                // M[xi] (o x tc) = U[xi] (o x c) * V[xi] (c x tc)
+                // SAFETY: the three views lie inside `u`, `v` and `m`.
+                unsafe {
+                    matmul(
+                        (o, tc, c),
+                        m.as_mut_ptr().add(xi * o * tc),
+                        false,
+                        (u.as_ptr().add(xi * o * c), c, 1),
+                        (v.as_ptr().add(xi * c * tc), tc, 1),
+                    );
+                }
+            }
+            // SAFETY: chunks cover disjoint output rows of image `ni`.
+            let out = unsafe { out_ptr.image(ni, out_plane) };
+            transform_output(&m, o, &g, (i0, i1), bias, relu, out);
+        }
+    });
+    out
+}
+
+/// The output buffer, shared by the threads of [`correlate`].
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: each thread writes only its own chunk's rows (see `correlate`).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// Image `ni` of the output, `len` floats.
+    ///
+    /// # Safety
+    /// In bounds, and no two threads write the same element.
+    unsafe fn image(self, ni: usize, len: usize) -> &'static mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(ni * len), len)
+    }
+}
+
+/// ReflectionPad2d(1) + 3x3 conv + bias (+ ReLU): x [N,C,H,W], w [O,C,3,3]
+/// -> [N,O,H,W].
+#[allow(clippy::too_many_arguments)]
+pub fn conv_forward(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    wt: &[f32],
+    b: &[f32],
+    o: usize,
+    relu: bool,
+) -> Vec<f32> {
+    let u = transform_weights(wt, o, c, false);
+    correlate(x, n, c, h, w, Pad::Reflect1, &u, o, Some(b), relu)
+}
+
+/// Input gradient: dy [N,O,H,W], w [O,C,3,3] -> dx [N,C,H,W]. The gradient
+/// of the padded input is the correlation of dy, zero-padded by 2, with the
+/// rotated kernel; folding the reflected border back gives dx.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_grad_input(
+    dy: &[f32],
+    n: usize,
+    o: usize,
+    h: usize,
+    w: usize,
+    wt: &[f32],
+    c: usize,
+) -> Vec<f32> {
+    let u = transform_weights(wt, o, c, true);
+    let padded = correlate(dy, n, o, h, w, Pad::Zero2, &u, c, None, false);
+    crate::conv::fold_reflection(&padded, n * c, h, w)
+}
+
+/// Z[xi][o][t] = (A dY A^T)[xi] for the 2x2 output-gradient tiles of tile
+/// rows `i0..i1` of one image dy [O,H,W] (zero past the edges).
+fn transform_grad(dy: &[f32], o: usize, g: &Geo, (i0, i1): (usize, usize), z: &mut [f32]) {
+    let (h, w, tw) = (g.hout, g.wout, g.tw);
+    let tc = (i1 - i0) * tw;
+    // even/odd columns of the tile row's two output rows.
+    let mut eo = vec![0f32; 4 * tw];
+    for oi in 0..o {
+        let plane = &dy[oi * h * w..][..h * w];
+        for i in i0..i1 {
+            eo.fill(0.0);
+            for a in 0..2 {
+                if 2 * i + a < h {
+                    let row = &plane[(2 * i + a) * w..][..w];
+                    let (e, od) = eo[2 * a * tw..][..2 * tw].split_at_mut(tw);
+                    for (x, v) in row.iter().enumerate() {
+                        if x % 2 == 0 {
+                            e[x / 2] = *v;
+                        } else {
+                            od[x / 2] = *v;
+                        }
+                    }
+                }
+            }
+            let (e0, o0, e1, o1) = (
+                &eo[..tw],
+                &eo[tw..2 * tw],
+                &eo[2 * tw..3 * tw],
+                &eo[3 * tw..],
+            );
+            let base = (i - i0) * tw;
+            // P = A dY: rows d0, d0 + d1, d0 - d1, -d1; then Z = P A^T along
+            // the columns: p0, p0 + p1, p0 - p1, -p1 of each row's (even, odd).
+            for r in 0..4 {
+                for k in 0..4 {
+                    let dst = &mut z[((r * 4 + k) * o + oi) * tc + base..][..tw];
+                    for j in 0..tw {
+                        let (pe, po) = match r {
+                            0 => (e0[j], o0[j]),
+                            1 => (e0[j] + e1[j], o0[j] + o1[j]),
+                            2 => (e0[j] - e1[j], o0[j] - o1[j]),
+                            _ => (-e1[j], -o1[j]),
+                        };
+                        dst[j] = match k {
+                            0 => pe,
+                            1 => pe + po,
+                            2 => pe - po,
+                            _ => -po,
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Weight gradient: x [N,C,H,W], dy [N,O,H,W] -> dw [O,C,3,3], as
+/// `G^T (sum over tiles of Z[xi] V[xi]^T) G`, the adjoint of the forward pass.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_grad_weight(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    c: usize,
+    o: usize,
+    h: usize,
+    w: usize,
+) -> Vec<f32> {
+    let g = Geo::new(h, w, Pad::Reflect1);
+    let chunks = chunks(n, c, o, &g);
+    let max_tc = max_tiles(&chunks, &g);
+    let partial: Vec<Vec<f32>> = per_thread(&chunks)
+        .into_par_iter()
+        .map(|run| {
+            let (mut v, mut z) = (vec![0f32; 16 * c * max_tc], vec![0f32; 16 * o * max_tc]);
+            let mut du = vec![0f32; 16 * o * c];
+            for (ni, (i0, i1)) in run {
+                let tc = (i1 - i0) * g.tw;
+                transform_input(&x[ni * c * h * w..][..c * h * w], c, &g, (i0, i1), &mut v);
+                transform_grad(&dy[ni * o * h * w..][..o * h * w], o, &g, (i0, i1), &mut z);
+                for xi in 0..16 {
+                    // dU[xi] (o x c) += Z[xi] (o x tc) * V[xi]^T (tc x c)
+                    // SAFETY: the three views lie inside `z`, `v` and `du`.
+                    unsafe {
+                        matmul(
+                            (o, c, tc),
+                            du.as_mut_ptr().add(xi * o * c),
+                            true,
+                            (z.as_ptr().add(xi * o * tc), tc, 1),
+                            (v.as_ptr().add(xi * c * tc), 1, tc),
+                        );
+                    }
+                }
+            }
+            du
+        })
+        .collect();
+    let mut du = vec![0f32; 16 * o * c];
+    for p in &partial {
+        du.iter_mut().zip(p).for_each(|(d, s)| *d += s);
+    }
+    // dw = G^T dU G for each (o, c).
+    let mut dw = vec![0f32; o * c * 9];
+    for (oc, k) in dw.chunks_exact_mut(9).enumerate() {
+        let d = |xi: usize| du[xi * o * c + oc];
+        // q = G^T dU (3x4)
+        let q: [[f32; 4]; 3] = std::array::from_fn(|y| {
+            std::array::from_fn(|col| {
+                let (d0, d1, d2, d3) = (d(col), d(4 + col), d(8 + col), d(12 + col));
+                match y {
+                    0 => d0 + 0.5 * (d1 + d2),
+                    1 => 0.5 * (d1 - d2),
+                    _ => 0.5 * (d1 + d2) + d3,
+                }
+            })
+        });
+        for (y, q) in q.iter().enumerate() {
+            k[y * 3] = q[0] + 0.5 * (q[1] + q[2]);
+            k[y * 3 + 1] = 0.5 * (q[1] - q[2]);
+            k[y * 3 + 2] = 0.5 * (q[1] + q[2]) + q[3];
+        }
+    }
+    dw
+}
