@@ -12,6 +12,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
+cmdline="$0 $*"
 threads=2 out=BENCHMARKS.md quick=0 only="" precisions="f32 bf16"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -59,6 +60,6 @@ if [ -n "$c" ] && [ -n "$s" ] && [ "$quick" = 0 ] && [ -z "$only" ]; then
   .venv/bin/python scripts/bench_optimize_torch.py -c "$c" -s "$s" --size 512 --iters 10 \
     --threads "$threads" | tail -n1 > "$tmp/optimize-torch-f32.json"
 fi
-.venv/bin/python scripts/benchmarks_md.py "$tmp" "$threads" "$0 $*" > "$out.tmp"
+.venv/bin/python scripts/benchmarks_md.py "$tmp" "$threads" "$cmdline" > "$out.tmp"
 mv "$out.tmp" "$out"
 echo "wrote $out" >&2
