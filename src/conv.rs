@@ -449,12 +449,26 @@ mod tests {
 
     #[test]
     fn f32_op_is_unchanged_by_chunks_of_tile_rows() -> Result<()> {
+        let two_threads = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let chunks =
+            |n, c, o, h, w| two_threads.install(|| crate::winograd::tile_row_chunks(n, c, o, h, w));
         // 64 channels 700 wide: chunks of 5 tile rows (5, 5, 4) per image,
         // the last one short and ending in a half tile (27 rows).
-        let chunks = crate::winograd::tile_row_chunks(2, 64, 5, 27, 700);
-        assert_eq!(chunks.len(), 6);
-        assert_eq!(&chunks[3..], [(1, (0, 5)), (1, (5, 10)), (1, (10, 14))]);
-        agree(Precision::F32, &[(2, 64, 5, 27, 700)], 1e-5)
+        let split = chunks(2, 64, 5, 27, 700);
+        assert_eq!(split.len(), 6);
+        assert_eq!(&split[3..], [(1, (0, 5)), (1, (5, 10)), (1, (10, 14))]);
+        // One small image still gives each thread a chunk.
+        assert_eq!(chunks(1, 512, 512, 32, 32), [(0, (0, 8)), (0, (8, 16))]);
+        two_threads.install(|| {
+            agree(
+                Precision::F32,
+                &[(2, 64, 5, 27, 700), (1, 40, 24, 32, 18)],
+                1e-5,
+            )
+        })
     }
 
     #[test]

@@ -242,8 +242,12 @@ fn transform_output(
 /// channels.
 fn chunks(n: usize, c: usize, o: usize, g: &Geo) -> Vec<(usize, (usize, usize))> {
     let per_row = 16 * c.max(o) * g.tw;
+    // Each image split at least this many ways when the batch alone cannot keep
+    // every thread busy (one 256x256 photo: its 32x32 layers are one chunk else).
+    let per_image = rayon::current_num_threads().div_ceil(n.max(1));
     let rows = (CHUNK_FLOATS / per_row)
         .max(MIN_TILES.div_ceil(g.tw))
+        .min(g.th.div_ceil(per_image))
         .clamp(1, g.th);
     (0..n)
         .flat_map(|ni| {
