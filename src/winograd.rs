@@ -8,8 +8,9 @@
 //! are 16 matrix multiplies, one per position in the 4x4 transformed tile:
 //! `M[xi]` (O x tiles) = `U[xi]` (O x C) `V[xi]` (C x tiles).
 //! F(2x2, 3x3) keeps f32 accuracy (its transforms only add, subtract and
-//! halve); the larger F(4x4, 3x3) saves more multiplies but loses about two
-//! digits, more than the parity tests allow.
+//! halve; the parity tests against PyTorch pass at their old tolerances). The
+//! larger F(4x4, 3x3) saves more multiplies but its transforms have larger
+//! coefficients and are known to lose accuracy in f32; it was not tried.
 //!
 //! Why it is ours: no crate offers a Winograd convolution on the CPU; the
 //! matrix multiplies are the `gemm` crate's.
@@ -29,7 +30,8 @@ use crate::conv::Pad;
 
 /// Transformed-tile buffers hold about this many floats per chunk (8 MB).
 const CHUNK_FLOATS: usize = 1 << 21;
-/// Tiles per chunk at least (keeps the matrix multiplies efficient).
+/// Tiles per chunk at least (keeps the matrix multiplies efficient), unless
+/// smaller chunks are needed to give every thread work (see [`chunks`]).
 const MIN_TILES: usize = 256;
 
 /// `U[xi][o][c] = (G w[o][c] G^T)[xi]` for w [O,C,3,3]; with `flip`, the
