@@ -431,8 +431,9 @@ pub fn conv_grad_input(
 fn transform_grad(dy: &[f32], o: usize, g: &Geo, (i0, i1): (usize, usize), z: &mut [f32]) {
     let (h, w, tw) = (g.hout, g.wout, g.tw);
     let tc = (i1 - i0) * tw;
-    // even/odd columns of the tile row's two output rows.
+    // even/odd columns of the tile row's two output rows, and one row of P.
     let mut eo = vec![0f32; 4 * tw];
+    let (mut pe, mut po) = (vec![0f32; tw], vec![0f32; tw]);
     for oi in 0..o {
         let plane = &dy[oi * h * w..][..h * w];
         for i in i0..i1 {
@@ -441,41 +442,36 @@ fn transform_grad(dy: &[f32], o: usize, g: &Geo, (i0, i1): (usize, usize), z: &m
                 if 2 * i + a < h {
                     let row = &plane[(2 * i + a) * w..][..w];
                     let (e, od) = eo[2 * a * tw..][..2 * tw].split_at_mut(tw);
-                    for (x, v) in row.iter().enumerate() {
-                        if x % 2 == 0 {
-                            e[x / 2] = *v;
-                        } else {
-                            od[x / 2] = *v;
-                        }
+                    for (j, pair) in row.chunks(2).enumerate() {
+                        e[j] = pair[0];
+                        od[j] = pair.get(1).copied().unwrap_or(0.0);
                     }
                 }
             }
-            let (e0, o0, e1, o1) = (
-                &eo[..tw],
-                &eo[tw..2 * tw],
-                &eo[2 * tw..3 * tw],
-                &eo[3 * tw..],
-            );
+            let (e0, o0) = eo[..2 * tw].split_at(tw);
+            let (e1, o1) = eo[2 * tw..].split_at(tw);
             let base = (i - i0) * tw;
-            // P = A dY: rows d0, d0 + d1, d0 - d1, -d1; then Z = P A^T along
-            // the columns: p0, p0 + p1, p0 - p1, -p1 of each row's (even, odd).
             for r in 0..4 {
-                for k in 0..4 {
-                    let dst = &mut z[((r * 4 + k) * o + oi) * tc + base..][..tw];
-                    for j in 0..tw {
-                        let (pe, po) = match r {
-                            0 => (e0[j], o0[j]),
-                            1 => (e0[j] + e1[j], o0[j] + o1[j]),
-                            2 => (e0[j] - e1[j], o0[j] - o1[j]),
-                            _ => (-e1[j], -o1[j]),
-                        };
-                        dst[j] = match k {
-                            0 => pe,
-                            1 => pe + po,
-                            2 => pe - po,
-                            _ => -po,
-                        };
-                    }
+                // Row r of P = A dY: d0, d0 + d1, d0 - d1, -d1 (even and odd columns).
+                for j in 0..tw {
+                    (pe[j], po[j]) = match r {
+                        0 => (e0[j], o0[j]),
+                        1 => (e0[j] + e1[j], o0[j] + o1[j]),
+                        2 => (e0[j] - e1[j], o0[j] - o1[j]),
+                        _ => (-e1[j], -o1[j]),
+                    };
+                }
+                // Row r of Z = P A^T: p0, p0 + p1, p0 - p1, -p1.
+                let at = |k: usize| ((r * 4 + k) * o + oi) * tc + base;
+                z[at(0)..][..tw].copy_from_slice(&pe);
+                for (d, (e, od)) in z[at(1)..][..tw].iter_mut().zip(pe.iter().zip(&po)) {
+                    *d = e + od;
+                }
+                for (d, (e, od)) in z[at(2)..][..tw].iter_mut().zip(pe.iter().zip(&po)) {
+                    *d = e - od;
+                }
+                for (d, od) in z[at(3)..][..tw].iter_mut().zip(&po) {
+                    *d = -od;
                 }
             }
         }
