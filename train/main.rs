@@ -353,13 +353,16 @@ fn train(args: TrainArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
-        ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(130); // second Ctrl-C: leave now
+        let mut first: Option<Instant> = None;
+        ctrlc::set_handler(move || match on_interrupt(&mut first, Instant::now()) {
+            Interrupt::Save => {
+                stop.store(true, Ordering::SeqCst);
+                eprintln!(
+                    "\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit at once)"
+                );
             }
-            eprintln!(
-                "\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit at once)"
-            );
+            Interrupt::Same => {}
+            Interrupt::Quit => std::process::exit(130),
         })
         .context("cannot install the Ctrl-C handler")?;
     }
@@ -628,6 +631,30 @@ impl SamplePairs {
     }
 }
 
+/// What a Ctrl-C (SIGINT) means to a training run.
+#[derive(Debug, PartialEq)]
+enum Interrupt {
+    /// The first: finish the step, save a checkpoint, stop.
+    Save,
+    /// The first one again: `timeout -s INT` signals the trainer and then its
+    /// whole process group, so one interrupt can arrive twice within
+    /// microseconds. Ignored.
+    Same,
+    /// A second Ctrl-C a second or more after the first: leave now.
+    Quit,
+}
+
+fn on_interrupt(first: &mut Option<Instant>, now: Instant) -> Interrupt {
+    match *first {
+        None => {
+            *first = Some(now);
+            Interrupt::Save
+        }
+        Some(t) if now.duration_since(t) < std::time::Duration::from_secs(1) => Interrupt::Same,
+        Some(_) => Interrupt::Quit,
+    }
+}
+
 fn export(run: &Path, out: &Path, dtype: &str, overwrite: bool) -> Result<()> {
     let ck = checkpoint::latest(run)?
         .with_context(|| format!("{}: no checkpoint found", run.display()))?;
@@ -651,4 +678,27 @@ fn export(run: &Path, out: &Path, dtype: &str, overwrite: bool) -> Result<()> {
         ck.iteration
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod interrupt_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_doubled_interrupt_saves_and_a_later_one_quits() {
+        let t0 = Instant::now();
+        let mut first = None;
+        assert_eq!(on_interrupt(&mut first, t0), Interrupt::Save);
+        // timeout's second delivery, microseconds later
+        let echo = t0 + Duration::from_micros(50);
+        assert_eq!(on_interrupt(&mut first, echo), Interrupt::Same);
+        assert_eq!(
+            on_interrupt(&mut first, t0 + Duration::from_millis(999)),
+            Interrupt::Same
+        );
+        // a person pressing Ctrl-C again
+        let again = t0 + Duration::from_millis(1500);
+        assert_eq!(on_interrupt(&mut first, again), Interrupt::Quit);
+    }
 }
