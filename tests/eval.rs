@@ -222,6 +222,53 @@ fn outputs_mode_reproduces_self_stylized_scores() {
 }
 
 #[test]
+fn alpha_is_scored_as_stylize_makes_it() {
+    let e = env();
+    ok(&e.eval(&["-o", &e.s("full")]));
+    ok(&e.eval(&["-o", &e.s("half"), "--alpha", "0.5"]));
+    let (full, half) = (report(&e.p("full")), report(&e.p("half")));
+    assert!(half["source"].as_str().unwrap().contains("alpha 0.5"));
+    // a different operating point: every pair's scores move
+    for (f, h) in pairs(&full, "stylized")
+        .iter()
+        .zip(pairs(&half, "stylized"))
+    {
+        assert_ne!(f.2, h.2, "{} x {}", f.0, f.1);
+    }
+    // and they are the scores of `adain stylize --alpha 0.5` at the same size
+    let vgg = common::vgg_path();
+    ok(&run(&[
+        "stylize",
+        "--vgg",
+        vgg.to_str().unwrap(),
+        "--decoder",
+        e.decoder.to_str().unwrap(),
+        "-c",
+        &e.s("content"),
+        "-s",
+        &e.s("style"),
+        "-o",
+        &e.s("by_stylize"),
+        "--alpha",
+        "0.5",
+        "--crop",
+        "--content-size",
+        "32",
+        "--style-size",
+        "32",
+        "--ext",
+        "png",
+        "-q",
+    ]));
+    ok(&e.eval(&["-o", &e.s("rep"), "--outputs", &e.s("by_stylize")]));
+    assert_same(&half, &report(&e.p("rep")), "stylized", 1e-6);
+    fails_with(
+        &e.eval(&["--alpha", "1.5"]),
+        &["--alpha 1.5", "between 0 and 1"],
+    );
+}
+
+#[test]
 fn identical_images_score_zero() {
     let e = env();
     // every output is the content itself, then the style itself (other sizes and

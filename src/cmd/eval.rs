@@ -86,6 +86,10 @@ pub struct EvalArgs {
     /// Decoder weights (located like `adain stylize`; not used with --outputs).
     #[arg(long)]
     decoder: Option<PathBuf>,
+    /// Style strength of the self-stylization, as `adain stylize --alpha`: scoring
+    /// a few values traces the decoder's content/style trade-off.
+    #[arg(long, short = 'a', default_value_t = 1.0, conflicts_with = "outputs")]
+    alpha: f64,
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     device: String,
     /// Threads for the CPU kernels (0 = all cores).
@@ -263,6 +267,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if !(8..=1024).contains(&a.thumb) {
         bail!("--thumb {}: must be between 8 and 1024", a.thumb);
     }
+    if !(0.0..=1.0).contains(&a.alpha) {
+        bail!("--alpha {}: must be between 0 and 1", a.alpha);
+    }
     runtime::threads(a.threads);
     let device = runtime::device(&a.device)?;
 
@@ -322,15 +329,16 @@ pub fn run(a: EvalArgs) -> Result<()> {
             let encoder = model.encoder.clone();
             adain::conv::warn_if_unavailable(a.precision);
             let source = format!(
-                "adain (decoder {}, precision {})",
+                "adain (decoder {}, precision {}, alpha {})",
                 decoder.display(),
-                adain::conv::effective(a.precision)
+                adain::conv::effective(a.precision),
+                a.alpha
             );
             (Some(model), encoder, source)
         }
     };
     let opts = Options {
-        alpha: 1.0,
+        alpha: a.alpha,
         control: Control::Blend(vec![1.0]),
         color: ColorMode::None,
     };
