@@ -6,7 +6,9 @@ make_fixtures.py), one JSON object per run on the last line:
 Workloads: stylize_S (content + style encode, AdaIN, decode), stylize_cached_S
 (style statistics precomputed), train_bB_S (forward, backward, Adam step).
 --bf16 runs the convolutions under torch.autocast("cpu", torch.bfloat16), which
-oneDNN executes on AMX where the CPU has it.
+oneDNN executes on AMX where the CPU has it. --device cuda runs the same work on
+the GPU in f32 (each run ends by waiting for the GPU), to set beside
+`adain bench --device cuda`.
 """
 import argparse
 import contextlib
@@ -39,13 +41,20 @@ def peak_mb():
         return None
 
 
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def measure(fn, runs):
     reset_peak()
     fn()  # warm-up
+    sync()
     t = []
     for _ in range(max(runs, 1)):
         s = time.perf_counter()
         fn()
+        sync()
         t.append(time.perf_counter() - s)
     t.sort()
     return {"median_s": t[len(t) // 2], "min_s": t[0], "max_s": t[-1], "runs": len(t), "peak_rss_mb": peak_mb()}
@@ -62,17 +71,23 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--train-steps", type=int, default=2)
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = ap.parse_args()
+    dev = torch.device(a.device)
+    # True f32 on the GPU, as candle's cuBLAS calls do (PyTorch lets cuDNN use
+    # TF32 for convolutions by default).
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     torch.set_num_threads(a.threads)
     os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    vgg = ref.load_vgg()
-    dec = ref.load_decoder(0.003)
+    vgg = ref.load_vgg().to(dev)
+    dec = ref.load_decoder(0.003).to(dev)
     cast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.bf16 else contextlib.nullcontext
     res = {}
     for name in a.only.split(","):
         if name.startswith("stylize_"):
             side = int(name.rsplit("_", 1)[1])
-            c, st = torch.rand(1, 3, side, side), torch.rand(1, 3, side, side)
+            c, st = torch.rand(1, 3, side, side, device=dev), torch.rand(1, 3, side, side, device=dev)
             if name.startswith("stylize_cached_"):
                 with torch.no_grad(), cast():
                     sf = ref.encode(vgg, st)
@@ -93,7 +108,7 @@ def main():
             for p in vgg.parameters():
                 p.requires_grad_(False)
             opt = torch.optim.Adam(dec.parameters(), lr=1e-4)
-            c, st = torch.rand(b, 3, side, side), torch.rand(b, 3, side, side)
+            c, st = torch.rand(b, 3, side, side, device=dev), torch.rand(b, 3, side, side, device=dev)
 
             def step():
                 with cast():

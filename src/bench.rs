@@ -76,6 +76,8 @@ pub struct Row {
 /// The whole report: machine, settings, peaks, rows.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// `cpu`, or the GPU the work ran on.
+    pub device: String,
     pub cpu: String,
     pub threads: usize,
     pub precision: String,
@@ -122,20 +124,25 @@ pub fn cpu_name() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
-/// Times `f`: one warm-up, then `runs` timed runs.
+/// Times `f` on `dev`: one warm-up, then `runs` timed runs. A GPU runs its
+/// work asynchronously, so each run ends by waiting for the device. The peak
+/// resident memory is the host's, so it is reported for the CPU only.
 fn time_runs(
+    dev: &Device,
     runs: usize,
     mut f: impl FnMut() -> Result<()>,
 ) -> Result<(f64, f64, f64, Option<f64>)> {
     reset_peak_rss();
     f()?;
+    dev.synchronize()?;
     let mut t = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
         let start = Instant::now();
         f()?;
+        dev.synchronize()?;
         t.push(start.elapsed().as_secs_f64());
     }
-    let peak = peak_rss_mb();
+    let peak = if dev.is_cpu() { peak_rss_mb() } else { None };
     t.sort_by(f64::total_cmp);
     Ok((t[t.len() / 2], t[0], t[t.len() - 1], peak))
 }
@@ -147,14 +154,14 @@ pub fn measure_peaks(dev: &Device) -> Result<(f64, Option<f64>)> {
     let n = 2048;
     let a = Tensor::rand(0f32, 1., (n, n), dev)?;
     let b = Tensor::rand(0f32, 1., (n, n), dev)?;
-    let (f32_t, ..) = time_runs(3, || Ok(a.matmul(&b).map(|_| ())?))?;
+    let (f32_t, ..) = time_runs(dev, 3, || Ok(a.matmul(&b).map(|_| ())?))?;
     let f32_peak = 2.0 * (n * n * n) as f64 / f32_t / 1e9;
-    let bf16_peak = if crate::amx::available() {
+    let bf16_peak = if dev.is_cpu() && crate::amx::available() {
         let (c, s) = (512, 64);
         let x: Vec<f32> = (0..c * s * s).map(|i| (i % 13) as f32 * 0.1).collect();
         let w: Vec<f32> = (0..c * c * 9).map(|i| (i % 7) as f32 * 0.01).collect();
         let bias = vec![0f32; c];
-        let (t, ..) = time_runs(5, || {
+        let (t, ..) = time_runs(dev, 5, || {
             crate::amx::conv_forward(&x, 1, c, s, s, &w, &bias, c, false);
             Ok(())
         })?;
@@ -165,11 +172,17 @@ pub fn measure_peaks(dev: &Device) -> Result<(f64, Option<f64>)> {
     Ok((f32_peak, bf16_peak))
 }
 
-/// Runs the workloads with `model` (weights do not change the timing).
-pub fn run(model: &Model, encoder: &Encoder, s: &Settings, threads: usize) -> Result<Report> {
-    let dev = Device::Cpu;
-    let (peak_f32, peak_bf16) = measure_peaks(&dev)?;
-    let bf16 = precision() == Precision::Bf16 && crate::amx::available();
+/// Runs the workloads on `dev` with `model` and `encoder`, which must live on
+/// it (weights do not change the timing).
+pub fn run(
+    model: &Model,
+    encoder: &Encoder,
+    s: &Settings,
+    threads: usize,
+    dev: &Device,
+) -> Result<Report> {
+    let (peak_f32, peak_bf16) = measure_peaks(dev)?;
+    let bf16 = dev.is_cpu() && precision() == Precision::Bf16 && crate::amx::available();
     let peak = if bf16 {
         peak_bf16.unwrap_or(peak_f32)
     } else {
@@ -207,12 +220,12 @@ pub fn run(model: &Model, encoder: &Encoder, s: &Settings, threads: usize) -> Re
         } else {
             s.repeat
         };
-        let c = Tensor::rand(0f32, 1., (1, 3, side, side), &dev)?;
-        let st = Tensor::rand(0f32, 1., (1, 3, side, side), &dev)?;
+        let c = Tensor::rand(0f32, 1., (1, 3, side, side), dev)?;
+        let st = Tensor::rand(0f32, 1., (1, 3, side, side), dev)?;
         let (e, d) = (encoder_flops(side, side), decoder_flops(side / 8, side / 8));
         let name = format!("stylize_{side}");
         if wanted(&name) {
-            let m = time_runs(runs, || {
+            let m = time_runs(dev, runs, || {
                 model.stylize(&c, std::slice::from_ref(&st), &opts)?;
                 Ok(())
             })?;
@@ -227,7 +240,7 @@ pub fn run(model: &Model, encoder: &Encoder, s: &Settings, threads: usize) -> Re
         let name = format!("stylize_cached_{side}");
         if wanted(&name) {
             let stats = model.style_stats(&st)?;
-            let m = time_runs(runs, || {
+            let m = time_runs(dev, runs, || {
                 model.stylize_with_stats(&c, std::slice::from_ref(&stats), &opts)?;
                 Ok(())
             })?;
@@ -244,14 +257,14 @@ pub fn run(model: &Model, encoder: &Encoder, s: &Settings, threads: usize) -> Re
     let name = format!("train_b{b}_{side}");
     if wanted(&name) {
         let varmap = VarMap::new();
-        let decoder = Decoder::new(VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+        let decoder = Decoder::new(VarBuilder::from_varmap(&varmap, DType::F32, dev))?;
         let mut params: Vec<(String, candle_core::Var)> =
             varmap.data().lock().unwrap().clone().into_iter().collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let mut adam = Adam::new(params, AdamConfig::default())?;
-        let c = Tensor::rand(0f32, 1., (b, 3, side, side), &dev)?;
-        let st = Tensor::rand(0f32, 1., (b, 3, side, side), &dev)?;
-        let m = time_runs(s.train_steps, || {
+        let c = Tensor::rand(0f32, 1., (b, 3, side, side), dev)?;
+        let st = Tensor::rand(0f32, 1., (b, 3, side, side), dev)?;
+        let m = time_runs(dev, s.train_steps, || {
             let l = loss::losses(encoder, &decoder, &c, &st)?;
             let grads = l.total(1.0, 50.0)?.backward()?;
             adam.step_grads(&grads)
@@ -265,6 +278,11 @@ pub fn run(model: &Model, encoder: &Encoder, s: &Settings, threads: usize) -> Re
         );
     }
     Ok(Report {
+        device: match dev.location() {
+            candle_core::DeviceLocation::Cpu => "cpu".into(),
+            candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+            candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+        },
         cpu: cpu_name(),
         threads,
         precision: precision().to_string(),

@@ -97,6 +97,10 @@ struct BenchArgs {
     /// Threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// cpu, or cuda (needs a build with `--features cuda`; the "% peak" column is
+    /// then against the GPU's f32 matrix multiply, and peak memory is not shown).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    device: String,
     #[arg(long)]
     vgg: Option<PathBuf>,
     #[arg(long)]
@@ -358,11 +362,10 @@ fn load_masks(
 }
 
 fn no_decoder_help(tried: &[PathBuf]) -> String {
-    let tried: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
     format!(
-        "no decoder found (looked for --decoder, {}): train one with `adain-train --content coco --style wikiart` \
+        "no decoder found (looked for {}): train one with `adain-train --content coco --style wikiart` \
          and `adain-train export RUN_DIR --out weights/{f}`, or convert a PyTorch decoder.pth with `adain convert decoder.pth weights/{f}`",
-        tried.join(", "),
+        weights::searched("--decoder", tried),
         f = weights::DECODER_FILE
     )
 }
@@ -574,13 +577,13 @@ fn stylize(a: StylizeArgs) -> Result<()> {
 fn bench(a: BenchArgs) -> Result<()> {
     runtime::threads(a.threads);
     adain::conv::set_precision(a.precision);
-    let dev = Device::Cpu;
+    let dev = runtime::device(&a.device)?;
     let (_, enc) = weights::load_encoder(a.vgg.as_deref())?;
     let dec = match weights::locate(a.decoder.as_deref(), weights::DECODER_FILE) {
         Ok(p) => WeightFile::load(&p)?,
         Err(_) => WeightFile {
             path: "formula decoder".into(),
-            tensors: adain::testing::formula_decoder(0.003, &dev)?,
+            tensors: adain::testing::formula_decoder(0.003, &Device::Cpu)?,
             metadata: Default::default(),
         },
     };
@@ -599,13 +602,14 @@ fn bench(a: BenchArgs) -> Result<()> {
         only: a.only,
     };
     let threads = candle_core::utils::get_num_threads();
-    let r = adain::bench::run(&model, &encoder, &settings, threads)?;
+    let r = adain::bench::run(&model, &encoder, &settings, threads, &dev)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
     println!(
-        "{} | {} threads | precision {} (AMX {}) | measured peak: f32 {:.0} GFLOP/s{}",
+        "{} | {} | {} threads | precision {} (AMX {}) | measured peak: f32 {:.0} GFLOP/s{}",
+        r.device,
         r.cpu,
         r.threads,
         r.precision,

@@ -217,13 +217,27 @@ pub fn locate(flag: Option<&Path>, file: &str) -> std::result::Result<PathBuf, V
     Err(tried)
 }
 
+/// Where [`locate`] looked, for an error message: the flag, `$ADAIN_WEIGHTS`,
+/// and the `weights/` folders of the checkout above the executable, if any
+/// (an installed binary has none).
+pub fn searched(flag: &str, tried: &[PathBuf]) -> String {
+    let mut parts = vec![flag.to_string()];
+    if std::env::var_os("ADAIN_WEIGHTS").is_none() {
+        parts.push("$ADAIN_WEIGHTS (not set)".into());
+        if tried.is_empty() {
+            parts.push("no checkout's weights/ above this executable".into());
+        }
+    }
+    parts.extend(tried.iter().map(|p| p.display().to_string()));
+    parts.join(", ")
+}
+
 /// Where the VGG encoder is (see [`locate`]), or an error saying where it looked.
 pub fn locate_encoder(flag: Option<&Path>) -> Result<PathBuf> {
     locate(flag, VGG_FILE).map_err(|tried| {
-        let tried: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
         anyhow!(
-            "VGG encoder not found (looked for --vgg, {}): run scripts/setup.sh or pass --vgg",
-            tried.join(", ")
+            "VGG encoder not found (looked for {}): run scripts/setup.sh, pass --vgg FILE or set ADAIN_WEIGHTS=DIR",
+            searched("--vgg", &tried)
         )
     })
 }

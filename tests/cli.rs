@@ -441,6 +441,39 @@ fn no_decoder_says_how_to_get_one() {
 }
 
 #[test]
+fn an_installed_binary_says_where_it_looked_for_the_encoder() {
+    // A copy outside any checkout, as `cargo install` leaves it: no weights/
+    // above it, no $ADAIN_WEIGHTS. The error used to read "(looked for --vgg, )".
+    let e = env();
+    save(&gradient(40, 32, 0), &e.p("c.png"));
+    let bin = e.p("adain");
+    std::fs::copy(env!("CARGO_BIN_EXE_adain"), &bin).unwrap();
+    let c = e.p("c.png");
+    let o = Command::new(&bin)
+        .args([
+            "stylize",
+            "-c",
+            c.to_str().unwrap(),
+            "-s",
+            c.to_str().unwrap(),
+        ])
+        .args(["-o", e.p("o.png").to_str().unwrap()])
+        .env_remove("ADAIN_WEIGHTS")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    fails_with(
+        &o,
+        &[
+            "VGG encoder not found",
+            "--vgg",
+            "$ADAIN_WEIGHTS (not set)",
+            "no checkout's weights/",
+        ],
+    );
+}
+
+#[test]
 fn bad_weight_files_name_file_and_tensor() {
     let e = env();
     save(&gradient(40, 32, 0), &e.p("c.png"));
@@ -658,4 +691,36 @@ fn the_published_decoder_is_found_by_default() {
         .pixels()
         .fold((255u8, 0u8), |(lo, hi), p| (lo.min(p[0]), hi.max(p[0])));
     assert!(hi - lo > 10, "flat output {lo}..{hi}");
+}
+
+#[test]
+fn bench_reports_its_device_and_refuses_cuda_without_it() {
+    let e = env();
+    let vgg = common::vgg_path();
+    let bench = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_adain"))
+            .args(["bench", "--vgg", vgg.to_str().unwrap()])
+            .args(["--decoder", e.decoder.to_str().unwrap()])
+            .args(["--sizes", "32", "--only", "stylize_32", "--repeat", "1"])
+            .args(["--threads", "2", "--json"])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let o = bench(&[]);
+    ok(&o);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["device"], "cpu");
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["name"], "stylize_32");
+    assert!(rows[0]["median_s"].as_f64().unwrap() > 0.0);
+    assert!(rows[0]["peak_rss_mb"].as_f64().unwrap() > 0.0);
+    if !cfg!(feature = "cuda") {
+        fails_with(
+            &bench(&["--device", "cuda"]),
+            &["--device cuda", "--features cuda"],
+        );
+    }
 }
