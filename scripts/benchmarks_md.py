@@ -141,4 +141,8 @@ if all(os.path.exists(f) and os.path.getsize(f) > 0 for f in opt.values()):
 notes = os.path.join(root, "docs", "performance-notes.md")
 if os.path.exists(notes):
     out.append(open(notes).read())
+# The GPU record is made on a lent machine by scripts/gpu-train.sh, not by this run.
+cuda = os.path.join(root, "docs", "bench-cuda.md")
+if os.path.exists(cuda):
+    out.append(open(cuda).read())
 print("\n".join(out))
