@@ -25,6 +25,14 @@ impl Env {
     fn p(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+    /// A copy of `adain` outside the project, as `cargo install` leaves it (no
+    /// weights/ above it), with a small content image `c.png` beside it.
+    fn installed_copy(&self) -> PathBuf {
+        save(&gradient(40, 32, 0), &self.p("c.png"));
+        let bin = self.p("adain");
+        std::fs::copy(env!("CARGO_BIN_EXE_adain"), &bin).unwrap();
+        bin
+    }
     /// `adain stylize` with the test weights and small sizes.
     fn stylize(&self, args: &[&str]) -> Output {
         let vgg = common::vgg_path();
@@ -416,10 +424,7 @@ fn user_errors_are_one_line() {
 #[test]
 fn no_decoder_says_how_to_get_one() {
     let e = env();
-    save(&gradient(40, 32, 0), &e.p("c.png"));
-    // a copy of the binary outside the project, so no weights/ is next to it
-    let bin = e.p("adain");
-    std::fs::copy(env!("CARGO_BIN_EXE_adain"), &bin).unwrap();
+    let bin = e.installed_copy();
     let vgg = common::vgg_path();
     let o = Command::new(&bin)
         .args([
@@ -445,9 +450,7 @@ fn an_installed_binary_says_where_it_looked_for_the_encoder() {
     // A copy outside any checkout, as `cargo install` leaves it: no weights/
     // above it, no $ADAIN_WEIGHTS. The error used to read "(looked for --vgg, )".
     let e = env();
-    save(&gradient(40, 32, 0), &e.p("c.png"));
-    let bin = e.p("adain");
-    std::fs::copy(env!("CARGO_BIN_EXE_adain"), &bin).unwrap();
+    let bin = e.installed_copy();
     let c = e.p("c.png");
     let o = Command::new(&bin)
         .args([

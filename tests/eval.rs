@@ -62,6 +62,22 @@ impl Env {
     }
 }
 
+impl Env {
+    /// `adain stylize` of every content x style pair into `out/`, square at
+    /// 32 px as `adain eval` stylizes them, saved as PNG; `extra` flags added.
+    fn stylize_as_eval_does(&self, out: &str, extra: &[&str]) -> Output {
+        let vgg = common::vgg_path();
+        let (c, s, o) = (self.s("content"), self.s("style"), self.s(out));
+        let mut all = vec!["stylize", "--vgg", vgg.to_str().unwrap()];
+        all.extend_from_slice(&["--decoder", self.decoder.to_str().unwrap()]);
+        all.extend_from_slice(&["-c", &c, "-s", &s, "-o", &o, "--crop"]);
+        all.extend_from_slice(&["--content-size", "32", "--style-size", "32"]);
+        all.extend_from_slice(&["--ext", "png", "-q"]);
+        all.extend_from_slice(extra);
+        run(&all)
+    }
+}
+
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_adain"))
         .args(args)
@@ -179,28 +195,7 @@ fn outputs_mode_reproduces_self_stylized_scores() {
     assert!(r2["source"].as_str().unwrap().starts_with("files in"));
 
     // ... and so are `adain stylize --crop` outputs at the same size.
-    let vgg = common::vgg_path();
-    ok(&run(&[
-        "stylize",
-        "--vgg",
-        vgg.to_str().unwrap(),
-        "--decoder",
-        e.decoder.to_str().unwrap(),
-        "-c",
-        &e.s("content"),
-        "-s",
-        &e.s("style"),
-        "-o",
-        &e.s("by_stylize"),
-        "--crop",
-        "--content-size",
-        "32",
-        "--style-size",
-        "32",
-        "--ext",
-        "png",
-        "-q",
-    ]));
+    ok(&e.stylize_as_eval_does("by_stylize", &[]));
     ok(&e.eval(&["-o", &e.s("rep3"), "--outputs", &e.s("by_stylize")]));
     assert_same(&r1, &report(&e.p("rep3")), "stylized", 1e-6);
 
@@ -236,30 +231,7 @@ fn alpha_is_scored_as_stylize_makes_it() {
         assert_ne!(f.2, h.2, "{} x {}", f.0, f.1);
     }
     // and they are the scores of `adain stylize --alpha 0.5` at the same size
-    let vgg = common::vgg_path();
-    ok(&run(&[
-        "stylize",
-        "--vgg",
-        vgg.to_str().unwrap(),
-        "--decoder",
-        e.decoder.to_str().unwrap(),
-        "-c",
-        &e.s("content"),
-        "-s",
-        &e.s("style"),
-        "-o",
-        &e.s("by_stylize"),
-        "--alpha",
-        "0.5",
-        "--crop",
-        "--content-size",
-        "32",
-        "--style-size",
-        "32",
-        "--ext",
-        "png",
-        "-q",
-    ]));
+    ok(&e.stylize_as_eval_does("by_stylize", &["--alpha", "0.5"]));
     ok(&e.eval(&["-o", &e.s("rep"), "--outputs", &e.s("by_stylize")]));
     assert_same(&half, &report(&e.p("rep")), "stylized", 1e-6);
     fails_with(
