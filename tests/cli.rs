@@ -29,9 +29,7 @@ impl Env {
     /// weights/ above it), with a small content image `c.png` beside it.
     fn installed_copy(&self) -> PathBuf {
         save(&gradient(40, 32, 0), &self.p("c.png"));
-        let bin = self.p("adain");
-        std::fs::copy(env!("CARGO_BIN_EXE_adain"), &bin).unwrap();
-        bin
+        common::installed_copy(env!("CARGO_BIN_EXE_adain"), self.dir.path())
     }
     /// `adain stylize` with the test weights and small sizes.
     fn stylize(&self, args: &[&str]) -> Output {

@@ -397,8 +397,7 @@ fn errors_are_one_line() {
 fn no_decoder_says_how_to_get_one() {
     let e = env();
     // a copy of the binary outside the project, so no weights/ is next to it
-    let bin = e.p("adain");
-    std::fs::copy(env!("CARGO_BIN_EXE_adain"), &bin).unwrap();
+    let bin = common::installed_copy(env!("CARGO_BIN_EXE_adain"), e.dir.path());
     let vgg = common::vgg_path();
     let o = Command::new(&bin)
         .args([

@@ -89,3 +89,24 @@ pub fn save(img: &RgbImage, path: &Path) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     img.save(path).unwrap();
 }
+
+/// A copy of the binary `exe` in `dir`, outside the project, as `cargo install`
+/// leaves it (no weights/ above it). A test thread that forked while the copy's
+/// write handle was open holds it until its child execs, and running the copy
+/// meanwhile fails with "Text file busy" (ETXTBSY): this waits for that to pass.
+pub fn installed_copy(exe: &str, dir: &Path) -> PathBuf {
+    let bin = dir.join(Path::new(exe).file_name().unwrap());
+    std::fs::copy(exe, &bin).unwrap();
+    for _ in 0..200 {
+        match std::process::Command::new(&bin).arg("--version").output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            r => {
+                r.unwrap();
+                break;
+            }
+        }
+    }
+    bin
+}
