@@ -182,7 +182,7 @@ pub fn run(
     dev: &Device,
 ) -> Result<Report> {
     let (peak_f32, peak_bf16) = measure_peaks(dev)?;
-    let bf16 = dev.is_cpu() && precision() == Precision::Bf16 && crate::amx::available();
+    let bf16 = dev.is_cpu() && crate::conv::effective(precision()) == Precision::Bf16;
     let peak = if bf16 {
         peak_bf16.unwrap_or(peak_f32)
     } else {
