@@ -64,3 +64,28 @@ unsafe impl GlobalAlloc for HugePageAlloc {
         q
     }
 }
+
+/// Keeps freed memory in the process for reuse instead of handing it back to
+/// the kernel. glibc serves blocks over 32 MB (a training step's activations)
+/// by fresh mmaps and unmaps them when freed, and the kernel zeroes every
+/// fresh page: `perf` put 13% of an f32 training step in `clear_page_erms`
+/// and 4% in memset. A step frees and allocates the same blocks every time,
+/// so with them kept no page is faulted in after the first step. The cost:
+/// the process holds on to its high-water mark, and blocks served from one
+/// heap fragment a little (`adain bench`, batch 8, 128^2: peak RSS 871 ->
+/// 951 MB). So the trainer (and the bench's training step) call this;
+/// stylization, whose peak memory is a target of its own, does not.
+///
+/// Why not the allocator above: a cache of freed blocks there was tried and
+/// gave no clear gain (docs/performance-notes.md item 12); glibc's own free
+/// lists do the same job once blocks stay in its heap.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes glibc's allocation policy; both settings
+    // are documented (mallopt(3)): no mmap for large blocks, and a trim
+    // threshold of -1 never returns the heap's top to the kernel.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, -1);
+    }
+}

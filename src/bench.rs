@@ -256,6 +256,9 @@ pub fn run(
     let (b, side) = (s.train_batch, s.train_size);
     let name = format!("train_b{b}_{side}");
     if wanted(&name) {
+        // As `adain-train` does (from here on: the stylize rows above keep
+        // glibc's default, as `adain stylize` does).
+        crate::alloc::keep_freed_memory();
         let varmap = VarMap::new();
         let decoder = Decoder::new(VarBuilder::from_varmap(&varmap, DType::F32, dev))?;
         let mut params: Vec<(String, candle_core::Var)> =

@@ -212,6 +212,8 @@ struct LogRecord {
 }
 
 fn train(args: TrainArgs) -> Result<()> {
+    // Every step frees and allocates the same large blocks: keep them.
+    adain::alloc::keep_freed_memory();
     // Resolve the run directory and the config.
     let (run, resuming) = match &args.resume {
         Some(p) if !p.as_os_str().is_empty() => (p.clone(), true),
