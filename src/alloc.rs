@@ -77,10 +77,10 @@ unsafe impl GlobalAlloc for HugePageAlloc {
 /// stylization, whose peak memory is a target of its own, does not.
 ///
 /// It acts on the main thread's heap: glibc still maps large blocks that
-/// other threads allocate in their own arenas (a libtest thread showed it),
-/// which is why `perf` still finds some page zeroing under candle's worker
-/// threads. Nothing here is checked by a test: the evidence is the timing
-/// and `perf` in docs/performance-notes.md item 14.
+/// other threads allocate in their own arenas (a libtest thread showed it);
+/// the trainer's tensors are allocated on its main thread. Nothing here is
+/// checked by a test: the evidence is the timing and `perf` in
+/// docs/performance-notes.md item 14.
 ///
 /// Why not the allocator above: a cache of freed blocks there was tried and
 /// gave no clear gain (docs/performance-notes.md item 12); glibc's own free
