@@ -60,9 +60,7 @@ impl Env {
         all.extend_from_slice(args);
         run(&all)
     }
-}
 
-impl Env {
     /// `adain stylize` of every content x style pair into `out/`, square at
     /// 32 px as `adain eval` stylizes them, saved as PNG; `extra` flags added.
     fn stylize_as_eval_does(&self, out: &str, extra: &[&str]) -> Output {
