@@ -259,6 +259,7 @@ pub fn run(
         // As `adain-train` does (from here on: the stylize rows above keep
         // glibc's default, as `adain stylize` does).
         crate::alloc::keep_freed_memory();
+        crate::conv::set_f4_forward(false);
         let varmap = VarMap::new();
         let decoder = Decoder::new(VarBuilder::from_varmap(&varmap, DType::F32, dev))?;
         let mut params: Vec<(String, candle_core::Var)> =

@@ -159,7 +159,7 @@ struct StylizeArgs {
     /// Threads for the CPU kernels (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Convolution arithmetic: f32 (matches the PyTorch reference to ~1e-6), or
+    /// Convolution arithmetic: f32 (matches the PyTorch reference to ~1e-5), or
     /// bf16 products with f32 sums on Intel AMX, several times faster (f32 is
     /// used where the CPU has no AMX).
     #[arg(long, value_enum, default_value_t = Precision::F32)]

@@ -28,6 +28,9 @@ use rayon::prelude::*;
 
 use crate::conv::Pad;
 
+mod f4;
+use f4::{transform_input_body as f4_input_body, transform_output_body as f4_output_body};
+
 /// Transformed-tile buffers hold about this many floats per chunk (8 MB).
 const CHUNK_FLOATS: usize = 1 << 21;
 /// Tiles per chunk at least (keeps the matrix multiplies efficient), unless
@@ -79,14 +82,36 @@ fn transform_weights(wt: &[f32], o: usize, c: usize, flip: bool) -> Vec<f32> {
     u
 }
 
+/// The Winograd variant: output tiles of 2x2 or 4x4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tile {
+    F2,
+    F4,
+}
+
+impl Tile {
+    /// Side of an output tile.
+    fn m(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+    /// Positions in a transformed tile (one matrix multiply each).
+    fn positions(self) -> usize {
+        (self.m() + 2).pow(2)
+    }
+}
+
 /// Geometry: the input [C,H,W] is padded by `pad` on every side; the output
 /// is the "valid" 3x3 correlation of the padded input, `hout x wout`, tiled
-/// by 2x2 blocks (`th x tw` of them).
+/// by `tile` blocks (`th x tw` of them).
 #[derive(Clone, Copy)]
 struct Geo {
     h: usize,
     w: usize,
     pad: Pad,
+    tile: Tile,
     hout: usize,
     wout: usize,
     th: usize,
@@ -94,16 +119,17 @@ struct Geo {
 }
 
 impl Geo {
-    fn new(h: usize, w: usize, pad: Pad) -> Self {
+    fn new(h: usize, w: usize, pad: Pad, tile: Tile) -> Self {
         let (hout, wout) = (h + 2 * pad.size() - 2, w + 2 * pad.size() - 2);
         Self {
             h,
             w,
             pad,
+            tile,
             hout,
             wout,
-            th: hout.div_ceil(2),
-            tw: wout.div_ceil(2),
+            th: hout.div_ceil(tile.m()),
+            tw: wout.div_ceil(tile.m()),
         }
     }
 }
@@ -311,6 +337,12 @@ widest_simd!(transform_input => transform_input_body(
 widest_simd!(transform_output => transform_output_body(
     m: &[f32], o: usize, g: &Geo, rows: (usize, usize), bias: Option<&[f32]>, relu: bool, out: &mut [f32]
 ));
+widest_simd!(transform_input4 => f4_input_body(
+    x: &[f32], c: usize, g: &Geo, rows: (usize, usize), v: &mut [f32]
+));
+widest_simd!(transform_output4 => f4_output_body(
+    m: &[f32], o: usize, g: &Geo, rows: (usize, usize), bias: Option<&[f32]>, relu: bool, out: &mut [f32]
+));
 widest_simd!(transform_grad => transform_grad_body(
     dy: &[f32], o: usize, g: &Geo, rows: (usize, usize), z: &mut [f32]
 ));
@@ -318,7 +350,7 @@ widest_simd!(transform_grad => transform_grad_body(
 /// The chunks `(image, (i0, i1))` of tile rows for `c` input and `o` output
 /// channels.
 fn chunks(n: usize, c: usize, o: usize, g: &Geo) -> Vec<(usize, (usize, usize))> {
-    let per_row = 16 * c.max(o) * g.tw;
+    let per_row = g.tile.positions() * c.max(o) * g.tw;
     // Each image split at least this many ways when the batch alone cannot keep
     // every thread busy (one 256x256 photo: its 32x32 layers are one chunk else).
     let per_image = rayon::current_num_threads().div_ceil(n.max(1));
@@ -398,11 +430,11 @@ pub(crate) fn tile_row_chunks(
     h: usize,
     w: usize,
 ) -> Vec<(usize, (usize, usize))> {
-    chunks(n, c, o, &Geo::new(h, w, Pad::Reflect1))
+    chunks(n, c, o, &Geo::new(h, w, Pad::Reflect1, Tile::F4))
 }
 
 /// The valid 3x3 correlation of x [N,C,H,W], padded by `pad`, with
-/// transformed weights `u` [16][O][C] -> [N,O,hout,wout].
+/// transformed weights `u` [positions][O][C] (of `tile`) -> [N,O,hout,wout].
 #[allow(clippy::too_many_arguments)]
 fn correlate(
     x: &[f32],
@@ -415,19 +447,28 @@ fn correlate(
     o: usize,
     bias: Option<&[f32]>,
     relu: bool,
+    tile: Tile,
 ) -> Vec<f32> {
-    let g = Geo::new(h, w, pad);
+    let g = Geo::new(h, w, pad, tile);
+    let positions = tile.positions();
     let out_plane = o * g.hout * g.wout;
     let mut out = vec![0f32; n * out_plane];
     let out_ptr = SendPtr(out.as_mut_ptr());
     let chunks = chunks(n, c, o, &g);
     let max_tc = max_tiles(&chunks, &g);
     per_thread(&chunks).into_par_iter().for_each(|run| {
-        let (mut v, mut m) = (vec![0f32; 16 * c * max_tc], vec![0f32; 16 * o * max_tc]);
+        let (mut v, mut m) = (
+            vec![0f32; positions * c * max_tc],
+            vec![0f32; positions * o * max_tc],
+        );
         for (ni, (i0, i1)) in run {
             let tc = (i1 - i0) * g.tw;
-            transform_input(&x[ni * c * h * w..][..c * h * w], c, &g, (i0, i1), &mut v);
-            for xi in 0..16 {
+            let x = &x[ni * c * h * w..][..c * h * w];
+            match tile {
+                Tile::F2 => transform_input(x, c, &g, (i0, i1), &mut v),
+                Tile::F4 => transform_input4(x, c, &g, (i0, i1), &mut v),
+            }
+            for xi in 0..positions {
                 // M[xi] (o x tc) = U[xi] (o x c) * V[xi] (c x tc)
                 // SAFETY: the three views lie inside `u`, `v` and `m`.
                 unsafe {
@@ -442,7 +483,10 @@ fn correlate(
             }
             // SAFETY: chunks cover disjoint output rows of image `ni`.
             let out = unsafe { out_ptr.image(ni, out_plane) };
-            transform_output(&m, o, &g, (i0, i1), bias, relu, out);
+            match tile {
+                Tile::F2 => transform_output(&m, o, &g, (i0, i1), bias, relu, out),
+                Tile::F4 => transform_output4(&m, o, &g, (i0, i1), bias, relu, out),
+            }
         }
     });
     out
@@ -456,6 +500,14 @@ unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
+    /// Copies `src` to the elements from `at` on.
+    ///
+    /// # Safety
+    /// In bounds, and no two threads write the same element.
+    unsafe fn copy_from(self, at: usize, src: &[f32]) {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), self.0.add(at), src.len());
+    }
+
     /// Image `ni` of the output, `len` floats.
     ///
     /// # Safety
@@ -478,9 +530,13 @@ pub fn conv_forward(
     b: &[f32],
     o: usize,
     relu: bool,
+    tile: Tile,
 ) -> Vec<f32> {
-    let u = transform_weights(wt, o, c, false);
-    correlate(x, n, c, h, w, Pad::Reflect1, &u, o, Some(b), relu)
+    let u = match tile {
+        Tile::F2 => transform_weights(wt, o, c, false),
+        Tile::F4 => f4::transform_weights(wt, o, c),
+    };
+    correlate(x, n, c, h, w, Pad::Reflect1, &u, o, Some(b), relu, tile)
 }
 
 /// Input gradient: dy [N,O,H,W], w [O,C,3,3] -> dx [N,C,H,W]. The gradient
@@ -497,7 +553,7 @@ pub fn conv_grad_input(
     c: usize,
 ) -> Vec<f32> {
     let u = transform_weights(wt, o, c, true);
-    let padded = correlate(dy, n, o, h, w, Pad::Zero2, &u, c, None, false);
+    let padded = correlate(dy, n, o, h, w, Pad::Zero2, &u, c, None, false, Tile::F2);
     crate::conv::fold_reflection(&padded, n * c, h, w)
 }
 
@@ -566,7 +622,7 @@ pub fn conv_grad_weight(
     h: usize,
     w: usize,
 ) -> Vec<f32> {
-    let g = Geo::new(h, w, Pad::Reflect1);
+    let g = Geo::new(h, w, Pad::Reflect1, Tile::F2);
     let chunks = chunks(n, c, o, &g);
     let max_tc = max_tiles(&chunks, &g);
     let partial: Vec<Vec<f32>> = per_thread(&chunks)
@@ -645,7 +701,7 @@ mod tests {
             (5, 6, 11, Pad::Zero2),
             (2, 33, 40, Pad::Reflect1),
         ] {
-            let g = Geo::new(h, w, pad);
+            let g = Geo::new(h, w, pad, Tile::F2);
             let rows = (1, g.th);
             let tc = (rows.1 - rows.0) * g.tw;
             let x = noise(c * h * w, 1);
@@ -663,6 +719,23 @@ mod tests {
             transform_output(&m, c, &g, rows, Some(&bias), true, &mut a);
             transform_output_body(&m, c, &g, rows, Some(&bias), true, &mut b);
             assert_eq!(a, b, "output transform, {c}x{h}x{w}");
+
+            // F4's transforms, on the same shapes.
+            let g4 = Geo::new(h, w, pad, Tile::F4);
+            let rows4 = (0, g4.th);
+            let tc4 = g4.th * g4.tw;
+            let (mut a, mut b) = (vec![0f32; 36 * c * tc4], vec![0f32; 36 * c * tc4]);
+            transform_input4(&x, c, &g4, rows4, &mut a);
+            f4_input_body(&x, c, &g4, rows4, &mut b);
+            assert_eq!(a, b, "F4 input transform, {c}x{h}x{w}");
+            let m = noise(36 * c * tc4, 5);
+            let (mut a, mut b) = (
+                vec![0f32; c * g4.hout * g4.wout],
+                vec![0f32; c * g4.hout * g4.wout],
+            );
+            transform_output4(&m, c, &g4, rows4, Some(&bias), true, &mut a);
+            f4_output_body(&m, c, &g4, rows4, Some(&bias), true, &mut b);
+            assert_eq!(a, b, "F4 output transform, {c}x{h}x{w}");
 
             if pad == Pad::Reflect1 {
                 let dy = noise(c * h * w, 4);

@@ -84,7 +84,11 @@ fn adain_matches() {
     let c = fx.model.encoder.relu4_1(&fx.t["content"]).unwrap();
     let s = fx.model.encoder.relu4_1(&fx.t["style1"]).unwrap();
     let e = rel_err(&adain(&c, &s).unwrap(), &fx.t["adain.t"]);
-    assert!(e < 1e-5, "adain relative error {e}");
+    eprintln!("adain rel err {e:.2e}");
+    // The f32 encoder's Winograd F(4x4,3x3) rounds more than a direct
+    // convolution (relu4_1 4e-6 of its largest value), and AdaIN divides by
+    // the content's per-channel std: measured 2.4e-5 (F(2x2,3x3): 5e-7).
+    assert!(e < 5e-5, "adain relative error {e}");
 }
 
 #[test]

@@ -251,6 +251,7 @@ fn train(args: TrainArgs) -> Result<()> {
     }
     runtime::threads(cfg.threads);
     adain::conv::set_precision(cfg.precision);
+    adain::conv::set_f4_forward(false);
     let device = runtime::device(&cfg.device)?;
 
     // Encoder (frozen: plain tensors, no variables).

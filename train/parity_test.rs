@@ -45,6 +45,8 @@ type Setup = (
 
 /// The fixture, the encoder, and the decoder set to the fixture's initial weights.
 fn setup() -> Setup {
+    // As `adain-train` runs (see `set_f4_forward`).
+    adain::conv::set_f4_forward(false);
     let dev = Device::Cpu;
     let fx: HashMap<String, Tensor> = candle_core::safetensors::load(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
