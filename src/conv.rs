@@ -172,7 +172,11 @@ pub(crate) fn fold_reflection(padded: &[f32], planes: usize, h: usize, w: usize)
     out
 }
 
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
+pub(crate) fn f32_slice<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    what: &str,
+) -> Result<&'a [f32]> {
     let v = match storage {
         CpuStorage::F32(v) => v,
         _ => candle_core::bail!("{what}: f32 only"),

@@ -1,8 +1,10 @@
-//! The two building blocks both networks are made of: a reflection-padded 3x3
-//! convolution (optionally followed by ReLU) and the reflection pad itself.
+//! The building blocks both networks are made of: a reflection-padded 3x3
+//! convolution (optionally followed by ReLU), the reflection pad itself, and
+//! the resampling layers (2x2 max-pool, nearest 2x upsampling).
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Init, VarBuilder};
+use rayon::prelude::*;
 
 /// Pads the last two dims of an NCHW tensor by reflection (no edge repeat), like
 /// `torch.nn.ReflectionPad2d((left, right, top, bottom))`.
@@ -105,6 +107,9 @@ fn conv1x1(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
 /// Nearest-neighbour x2 upsampling as a broadcast: its backward is a plain sum
 /// (candle's `upsample_nearest2d` backward is a grouped conv, slow on CPU).
 pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
+    if forward_only(x) {
+        return x.contiguous()?.apply_op1_no_bwd(&Resample::Upsample2x);
+    }
     let (n, c, h, w) = x.dims4()?;
     x.reshape((n, c, h, 1, w, 1))?
         .broadcast_as((n, c, h, 2, w, 2))?
@@ -120,6 +125,9 @@ pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
 /// maxima (1/4 for a single maximum) instead of routing it whole, which made
 /// training gradients disagree with PyTorch (tests in train/parity_test.rs).
 pub fn max_pool2x2_ceil(x: &Tensor) -> Result<Tensor> {
+    if forward_only(x) {
+        return x.contiguous()?.apply_op1_no_bwd(&Resample::MaxPool2x2Ceil);
+    }
     let (_, _, h, w) = x.dims4()?;
     let x = if h % 2 == 1 {
         x.pad_with_same(2, 0, 1)?
@@ -133,6 +141,64 @@ pub fn max_pool2x2_ceil(x: &Tensor) -> Result<Tensor> {
     };
     let (n, c, h, w) = x.dims4()?;
     x.reshape((n, c, h / 2, 2, w / 2, 2))?.max(5)?.max(3)
+}
+
+/// Whether `x` takes [`Resample`]: f32 on the CPU, no gradient wanted.
+fn forward_only(x: &Tensor) -> bool {
+    !x.track_op() && x.device().is_cpu() && x.dtype() == candle_core::DType::F32
+}
+
+/// The two resampling layers as forward-only CPU kernels, one plane per task,
+/// for stylization: candle's graph versions above (kept for training, whose
+/// backward they give) run on one thread, and took 4% (max-pool's two
+/// reductions) and 3% (upsampling's strided copy) of a 512^2 stylization.
+enum Resample {
+    Upsample2x,
+    MaxPool2x2Ceil,
+}
+
+impl CustomOp1 for Resample {
+    fn name(&self) -> &'static str {
+        match self {
+            Resample::Upsample2x => "upsample2x",
+            Resample::MaxPool2x2Ceil => "max-pool2x2-ceil",
+        }
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = layout.shape().dims4()?;
+        let x = crate::conv::f32_slice(storage, layout, self.name())?;
+        let (ho, wo) = match self {
+            Resample::Upsample2x => (2 * h, 2 * w),
+            Resample::MaxPool2x2Ceil => (h.div_ceil(2), w.div_ceil(2)),
+        };
+        let mut out = vec![0f32; n * c * ho * wo];
+        out.par_chunks_mut(ho * wo)
+            .zip(x.par_chunks(h * w))
+            .for_each(|(dst, src)| match self {
+                Resample::Upsample2x => {
+                    for (y, row) in src.chunks_exact(w).enumerate() {
+                        let (d0, d1) = dst[2 * y * wo..][..2 * wo].split_at_mut(wo);
+                        for (pair, &v) in d0.chunks_exact_mut(2).zip(row) {
+                            pair.fill(v);
+                        }
+                        d1.copy_from_slice(d0);
+                    }
+                }
+                Resample::MaxPool2x2Ceil => {
+                    for (oy, d) in dst.chunks_exact_mut(wo).enumerate() {
+                        // An odd side's last window is its last row or column alone.
+                        let r0 = &src[2 * oy * w..][..w];
+                        let r1 = &src[(2 * oy + 1).min(h - 1) * w..][..w];
+                        for (ox, v) in d.iter_mut().enumerate() {
+                            let (x0, x1) = (2 * ox, (2 * ox + 1).min(w - 1));
+                            *v = r0[x0].max(r0[x1]).max(r1[x0].max(r1[x1]));
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, ho, wo))))
+    }
 }
 
 #[cfg(test)]
@@ -179,6 +245,31 @@ mod tests {
             a.flatten_all()?.to_vec1::<f32>()?,
             b.flatten_all()?.to_vec1::<f32>()?
         );
+        Ok(())
+    }
+
+    /// The forward-only kernels give the graph versions' values exactly, on
+    /// odd sides and batch > 1 (a variable input takes the graph).
+    #[test]
+    fn forward_only_kernels_match_the_graphs() -> Result<()> {
+        let dev = Device::Cpu;
+        for (n, c, h, w) in [(2, 3, 7, 5), (1, 4, 8, 6), (3, 2, 1, 9), (1, 1, 2, 1)] {
+            let x = Tensor::randn(0f32, 1., (n, c, h, w), &dev)?;
+            let v = candle_core::Var::from_tensor(&x)?;
+            for (name, f) in [
+                ("pool", max_pool2x2_ceil as fn(&Tensor) -> Result<Tensor>),
+                ("upsample", upsample2x),
+            ] {
+                let (fast, graph) = (f(&x)?, f(v.as_tensor())?);
+                assert!(graph.track_op(), "{name}: the variable took the graph");
+                assert_eq!(fast.dims(), graph.dims(), "{name} {n}x{c}x{h}x{w}");
+                assert_eq!(
+                    fast.flatten_all()?.to_vec1::<f32>()?,
+                    graph.flatten_all()?.to_vec1::<f32>()?,
+                    "{name} {n}x{c}x{h}x{w}"
+                );
+            }
+        }
         Ok(())
     }
 
