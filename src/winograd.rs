@@ -457,39 +457,65 @@ fn correlate(
     let chunks = chunks(n, c, o, &g);
     let max_tc = max_tiles(&chunks, &g);
     per_thread(&chunks).into_par_iter().for_each(|run| {
-        let (mut v, mut m) = (
-            vec![0f32; positions * c * max_tc],
-            vec![0f32; positions * o * max_tc],
-        );
-        for (ni, (i0, i1)) in run {
-            let tc = (i1 - i0) * g.tw;
-            let x = &x[ni * c * h * w..][..c * h * w];
-            match tile {
-                Tile::F2 => transform_input(x, c, &g, (i0, i1), &mut v),
-                Tile::F4 => transform_input4(x, c, &g, (i0, i1), &mut v),
-            }
-            for xi in 0..positions {
-                // M[xi] (o x tc) = U[xi] (o x c) * V[xi] (c x tc)
-                // SAFETY: the three views lie inside `u`, `v` and `m`.
-                unsafe {
-                    matmul(
-                        (o, tc, c),
-                        m.as_mut_ptr().add(xi * o * tc),
-                        false,
-                        (u.as_ptr().add(xi * o * c), c, 1),
-                        (v.as_ptr().add(xi * c * tc), tc, 1),
-                    );
+        with_scratch(positions * c * max_tc, positions * o * max_tc, |v, m| {
+            for (ni, (i0, i1)) in run {
+                let tc = (i1 - i0) * g.tw;
+                let x = &x[ni * c * h * w..][..c * h * w];
+                match tile {
+                    Tile::F2 => transform_input(x, c, &g, (i0, i1), v),
+                    Tile::F4 => transform_input4(x, c, &g, (i0, i1), v),
+                }
+                for xi in 0..positions {
+                    // M[xi] (o x tc) = U[xi] (o x c) * V[xi] (c x tc)
+                    // SAFETY: the three views lie inside `u`, `v` and `m`.
+                    unsafe {
+                        matmul(
+                            (o, tc, c),
+                            m.as_mut_ptr().add(xi * o * tc),
+                            false,
+                            (u.as_ptr().add(xi * o * c), c, 1),
+                            (v.as_ptr().add(xi * c * tc), tc, 1),
+                        );
+                    }
+                }
+                // SAFETY: chunks cover disjoint output rows of image `ni`.
+                let out = unsafe { out_ptr.image(ni, out_plane) };
+                match tile {
+                    Tile::F2 => transform_output(m, o, &g, (i0, i1), bias, relu, out),
+                    Tile::F4 => transform_output4(m, o, &g, (i0, i1), bias, relu, out),
                 }
             }
-            // SAFETY: chunks cover disjoint output rows of image `ni`.
-            let out = unsafe { out_ptr.image(ni, out_plane) };
-            match tile {
-                Tile::F2 => transform_output(&m, o, &g, (i0, i1), bias, relu, out),
-                Tile::F4 => transform_output4(&m, o, &g, (i0, i1), bias, relu, out),
-            }
-        }
+        })
     });
     out
+}
+
+thread_local! {
+    /// Each thread's transformed-tile buffers, kept from call to call: fresh
+    /// ones were zeroed by `memset` and the kernel's page faults every layer
+    /// (about 4% of a 512^2 stylization). Their size is bounded by the chunks
+    /// (see [`chunks`]), a few tens of MB per thread at most.
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` on this thread's scratch buffers of `a` and `b` floats (their
+/// contents are left from earlier calls: `f` writes before it reads).
+fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let (va, vb) = &mut *bufs;
+            if va.len() < a {
+                va.resize(a, 0.0);
+            }
+            if vb.len() < b {
+                vb.resize(b, 0.0);
+            }
+            f(&mut va[..a], &mut vb[..b])
+        }
+        // Already lent on this thread (not expected): fresh buffers.
+        Err(_) => f(&mut vec![0f32; a], &mut vec![0f32; b]),
+    })
 }
 
 /// The output buffer, shared by the threads of [`correlate`].
@@ -628,26 +654,27 @@ pub fn conv_grad_weight(
     let partial: Vec<Vec<f32>> = per_thread(&chunks)
         .into_par_iter()
         .map(|run| {
-            let (mut v, mut z) = (vec![0f32; 16 * c * max_tc], vec![0f32; 16 * o * max_tc]);
             let mut du = vec![0f32; 16 * o * c];
-            for (ni, (i0, i1)) in run {
-                let tc = (i1 - i0) * g.tw;
-                transform_input(&x[ni * c * h * w..][..c * h * w], c, &g, (i0, i1), &mut v);
-                transform_grad(&dy[ni * o * h * w..][..o * h * w], o, &g, (i0, i1), &mut z);
-                for xi in 0..16 {
-                    // dU[xi] (o x c) += Z[xi] (o x tc) * V[xi]^T (tc x c)
-                    // SAFETY: the three views lie inside `z`, `v` and `du`.
-                    unsafe {
-                        matmul(
-                            (o, c, tc),
-                            du.as_mut_ptr().add(xi * o * c),
-                            true,
-                            (z.as_ptr().add(xi * o * tc), tc, 1),
-                            (v.as_ptr().add(xi * c * tc), 1, tc),
-                        );
+            with_scratch(16 * c * max_tc, 16 * o * max_tc, |v, z| {
+                for (ni, (i0, i1)) in run {
+                    let tc = (i1 - i0) * g.tw;
+                    transform_input(&x[ni * c * h * w..][..c * h * w], c, &g, (i0, i1), v);
+                    transform_grad(&dy[ni * o * h * w..][..o * h * w], o, &g, (i0, i1), z);
+                    for xi in 0..16 {
+                        // dU[xi] (o x c) += Z[xi] (o x tc) * V[xi]^T (tc x c)
+                        // SAFETY: the three views lie inside `z`, `v` and `du`.
+                        unsafe {
+                            matmul(
+                                (o, c, tc),
+                                du.as_mut_ptr().add(xi * o * c),
+                                true,
+                                (z.as_ptr().add(xi * o * tc), tc, 1),
+                                (v.as_ptr().add(xi * c * tc), 1, tc),
+                            );
+                        }
                     }
                 }
-            }
+            });
             du
         })
         .collect();
