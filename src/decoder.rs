@@ -51,12 +51,10 @@ impl Decoder {
             })
             .collect()
     }
-}
 
-impl Module for Decoder {
-    /// relu4_1-shaped features [N,512,h,w] -> image [N,3,8h,8w], not clamped.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut x = x.clone();
+    /// As [`Module::forward`], taking the features: they are freed after the
+    /// first layer (at 2048^2 they are 134 MB of the decoder's peak).
+    pub fn decode(&self, mut x: Tensor) -> Result<Tensor> {
         for (conv, up) in &self.convs {
             x = conv.forward(&x)?;
             if *up {
@@ -64,5 +62,12 @@ impl Module for Decoder {
             }
         }
         Ok(x)
+    }
+}
+
+impl Module for Decoder {
+    /// relu4_1-shaped features [N,512,h,w] -> image [N,3,8h,8w], not clamped.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.decode(x.clone())
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::adain::{self, Stats};
@@ -166,7 +166,7 @@ impl Model {
             };
             adain::mix_alpha(&t, &c, opts.alpha)?
         };
-        let out = self.decoder.forward(&t)?;
+        let out = self.decoder.decode(t)?;
         Ok(out.narrow(2, pt, h)?.narrow(3, pl, w)?)
     }
 }
