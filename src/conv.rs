@@ -263,12 +263,35 @@ impl CustomOp3 for Conv3x3Reflect {
             None
         };
         let gb = if b.track_op() {
-            let (n, o, h, w) = grad.dims4()?;
-            Some(grad.reshape((n, o, h * w))?.sum(2)?.sum(0)?)
+            Some(grad.apply_op1_no_bwd(&GradBias)?)
         } else {
             None
         };
         Ok((gx, gw, gb))
+    }
+}
+
+/// grad [N,O,H,W] -> its sum over images and pixels [O], one channel per task
+/// (candle's two reductions ran on one thread).
+struct GradBias;
+
+impl candle_core::CustomOp1 for GradBias {
+    fn name(&self) -> &'static str {
+        "bias-grad"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, o, h, w) = layout.shape().dims4()?;
+        let g = f32_slice(storage, layout, self.name())?;
+        let out: Vec<f32> = (0..o)
+            .into_par_iter()
+            .map(|oi| {
+                (0..n)
+                    .map(|ni| g[(ni * o + oi) * h * w..][..h * w].iter().sum::<f32>())
+                    .sum()
+            })
+            .collect();
+        Ok((CpuStorage::F32(out), Shape::from(o)))
     }
 }
 

@@ -2,7 +2,7 @@
 //! convolution (optionally followed by ReLU), the reflection pad itself, and
 //! the resampling layers (2x2 max-pool, nearest 2x upsampling).
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Init, VarBuilder};
 use rayon::prelude::*;
 
@@ -104,12 +104,17 @@ fn conv1x1(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     y.reshape((o, n, h, w))?.permute((1, 0, 2, 3))
 }
 
-/// Nearest-neighbour x2 upsampling as a broadcast: its backward is a plain sum
-/// (candle's `upsample_nearest2d` backward is a grouped conv, slow on CPU).
+/// Nearest-neighbour x2 upsampling: [`Resample`] on the CPU; elsewhere a
+/// broadcast, whose backward is a plain sum (candle's `upsample_nearest2d`
+/// backward is a grouped conv).
 pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
-    if forward_only(x) {
-        return x.contiguous()?.apply_op1_no_bwd(&Resample::Upsample2x);
+    if on_cpu(x) {
+        return x.contiguous()?.apply_op1(Resample::Upsample2x);
     }
+    upsample_graph(x)
+}
+
+fn upsample_graph(x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     x.reshape((n, c, h, 1, w, 1))?
         .broadcast_as((n, c, h, 2, w, 2))?
@@ -120,14 +125,19 @@ pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
 /// keeps its last row/column as a window of its own (padded by repeating it, which
 /// leaves the max unchanged).
 ///
-/// Built from a reshape and two max reductions rather than `Tensor::max_pool2d`:
-/// candle 0.11's max-pool backward scales the gradient by the window's share of
-/// maxima (1/4 for a single maximum) instead of routing it whole, which made
-/// training gradients disagree with PyTorch (tests in train/parity_test.rs).
+/// [`Resample`] on the CPU. Elsewhere built from a reshape and two max
+/// reductions rather than `Tensor::max_pool2d`: candle 0.11's max-pool backward
+/// scales the gradient by the window's share of maxima (1/4 for a single
+/// maximum) instead of routing it whole, which made training gradients disagree
+/// with PyTorch (tests in train/parity_test.rs).
 pub fn max_pool2x2_ceil(x: &Tensor) -> Result<Tensor> {
-    if forward_only(x) {
-        return x.contiguous()?.apply_op1_no_bwd(&Resample::MaxPool2x2Ceil);
+    if on_cpu(x) {
+        return x.contiguous()?.apply_op1(Resample::MaxPool2x2Ceil);
     }
+    pool_graph(x)
+}
+
+fn pool_graph(x: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let x = if h % 2 == 1 {
         x.pad_with_same(2, 0, 1)?
@@ -143,15 +153,17 @@ pub fn max_pool2x2_ceil(x: &Tensor) -> Result<Tensor> {
     x.reshape((n, c, h / 2, 2, w / 2, 2))?.max(5)?.max(3)
 }
 
-/// Whether `x` takes [`Resample`]: f32 on the CPU, no gradient wanted.
-fn forward_only(x: &Tensor) -> bool {
-    !x.track_op() && x.device().is_cpu() && x.dtype() == candle_core::DType::F32
+/// Whether `x` takes [`Resample`]: f32 on the CPU.
+fn on_cpu(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
 }
 
-/// The two resampling layers as forward-only CPU kernels, one plane per task,
-/// for stylization: candle's graph versions above (kept for training, whose
-/// backward they give) run on one thread, and took 4% (max-pool's two
-/// reductions) and 3% (upsampling's strided copy) of a 512^2 stylization.
+/// The two resampling layers as CPU kernels, forward and backward, one plane
+/// per task. candle's graph versions (still used on other devices) run on one
+/// thread: 4% (max-pool's two reductions) and 3% (upsampling's strided copy)
+/// of a 512^2 stylization, and their backward (a comparison, a select and
+/// reductions) was most of a training step's serial time.
+#[derive(Clone, Copy)]
 enum Resample {
     Upsample2x,
     MaxPool2x2Ceil,
@@ -198,6 +210,86 @@ impl CustomOp1 for Resample {
                 }
             });
         Ok((CpuStorage::F32(out), Shape::from((n, c, ho, wo))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        Ok(Some(match self {
+            Resample::Upsample2x => grad.apply_op1_no_bwd(&UpsampleGrad)?,
+            Resample::MaxPool2x2Ceil => arg.contiguous()?.apply_op2_no_bwd(&grad, &PoolGrad)?,
+        }))
+    }
+}
+
+/// Upsampling's backward: grad [N,C,2H,2W] -> the sums of its 2x2 blocks.
+struct UpsampleGrad;
+
+impl CustomOp1 for UpsampleGrad {
+    fn name(&self) -> &'static str {
+        "upsample2x-grad"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h2, w2) = layout.shape().dims4()?;
+        let g = crate::conv::f32_slice(storage, layout, self.name())?;
+        let (h, w) = (h2 / 2, w2 / 2);
+        let mut out = vec![0f32; n * c * h * w];
+        out.par_chunks_mut(h * w)
+            .zip(g.par_chunks(h2 * w2))
+            .for_each(|(dst, src)| {
+                for (y, d) in dst.chunks_exact_mut(w).enumerate() {
+                    let (r0, r1) = (&src[2 * y * w2..][..w2], &src[(2 * y + 1) * w2..][..w2]);
+                    for ((v, a), b) in d.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2))
+                    {
+                        *v = (a[0] + a[1]) + (b[0] + b[1]);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, h, w))))
+    }
+}
+
+/// Max-pool's backward: (x [N,C,H,W], grad [N,C,ceil(H/2),ceil(W/2)]) -> dx,
+/// each window's gradient whole to its first largest element in row-major
+/// order, as PyTorch's CPU kernel routes it.
+struct PoolGrad;
+
+impl CustomOp2 for PoolGrad {
+    fn name(&self) -> &'static str {
+        "max-pool2x2-ceil-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = xl.shape().dims4()?;
+        let (x, g) = (
+            crate::conv::f32_slice(xs, xl, self.name())?,
+            crate::conv::f32_slice(gs, gl, self.name())?,
+        );
+        let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
+        let mut out = vec![0f32; n * c * h * w];
+        out.par_chunks_mut(h * w)
+            .zip(x.par_chunks(h * w).zip(g.par_chunks(ho * wo)))
+            .for_each(|(dst, (src, grad))| {
+                for (oy, grow) in grad.chunks_exact(wo).enumerate() {
+                    for (ox, &gv) in grow.iter().enumerate() {
+                        let mut best = (2 * oy) * w + 2 * ox;
+                        for (y, xx) in [(0, 1), (1, 0), (1, 1)] {
+                            let (yy, xc) = (2 * oy + y, 2 * ox + xx);
+                            if yy < h && xc < w && src[yy * w + xc] > src[best] {
+                                best = yy * w + xc;
+                            }
+                        }
+                        dst[best] += gv;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, h, w))))
     }
 }
 
@@ -248,28 +340,77 @@ mod tests {
         Ok(())
     }
 
-    /// The forward-only kernels give the graph versions' values exactly, on
-    /// odd sides and batch > 1 (a variable input takes the graph).
+    /// The CPU kernels give the graph versions' values exactly, on odd sides
+    /// and batch > 1, and their gradients too (random inputs: no ties), except
+    /// max-pool's at an odd side's edge: the graph pads by repeating the edge,
+    /// and the tie sends the edge's gradient twice. There each window's
+    /// gradient must arrive once, whole (PyTorch's ceil-mode windows hold only
+    /// real elements).
     #[test]
-    fn forward_only_kernels_match_the_graphs() -> Result<()> {
+    fn cpu_kernels_match_the_graphs() -> Result<()> {
         let dev = Device::Cpu;
         for (n, c, h, w) in [(2, 3, 7, 5), (1, 4, 8, 6), (3, 2, 1, 9), (1, 1, 2, 1)] {
-            let x = Tensor::randn(0f32, 1., (n, c, h, w), &dev)?;
-            let v = candle_core::Var::from_tensor(&x)?;
-            for (name, f) in [
-                ("pool", max_pool2x2_ceil as fn(&Tensor) -> Result<Tensor>),
-                ("upsample", upsample2x),
+            let x = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1., (n, c, h, w), &dev)?)?;
+            for (name, fast, graph) in [
+                (
+                    "pool",
+                    max_pool2x2_ceil as fn(&Tensor) -> Result<Tensor>,
+                    pool_graph as fn(&Tensor) -> Result<Tensor>,
+                ),
+                ("upsample", upsample2x, upsample_graph),
             ] {
-                let (fast, graph) = (f(&x)?, f(v.as_tensor())?);
-                assert!(graph.track_op(), "{name}: the variable took the graph");
-                assert_eq!(fast.dims(), graph.dims(), "{name} {n}x{c}x{h}x{w}");
-                assert_eq!(
-                    fast.flatten_all()?.to_vec1::<f32>()?,
-                    graph.flatten_all()?.to_vec1::<f32>()?,
-                    "{name} {n}x{c}x{h}x{w}"
+                let what = format!("{name} {n}x{c}x{h}x{w}");
+                let (a, b) = (fast(x.as_tensor())?, graph(x.as_tensor())?);
+                assert_eq!(a.dims(), b.dims(), "{what}");
+                let v = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+                assert_eq!(v(&a)?, v(&b)?, "{what}");
+                let probe = Tensor::randn(0f32, 1., a.dims(), &dev)?;
+                let ga = (&a * &probe)?.sum_all()?.backward()?;
+                let gb = (&b * &probe)?.sum_all()?.backward()?;
+                let (ga, gb) = (
+                    ga.get(x.as_tensor()).unwrap(),
+                    gb.get(x.as_tensor()).unwrap(),
                 );
+                if name == "upsample" {
+                    // Sums of the same four values, in another order.
+                    let d = (ga - gb)?
+                        .abs()?
+                        .flatten_all()?
+                        .max(0)?
+                        .to_scalar::<f32>()?;
+                    assert!(d < 1e-5, "{what}: gradient differs by {d}");
+                } else if h % 2 == 0 && w % 2 == 0 {
+                    assert_eq!(v(ga)?, v(gb)?, "{what}: gradient");
+                } else {
+                    // One element per window gets it, the window's gradient whole.
+                    let (g, p) = (v(ga)?, v(&probe)?);
+                    assert_eq!(g.iter().filter(|x| **x != 0.0).count(), p.len(), "{what}");
+                    let (mut gs, mut ps) = (g.clone(), p.clone());
+                    gs.retain(|x| *x != 0.0);
+                    gs.sort_by(f32::total_cmp);
+                    ps.sort_by(f32::total_cmp);
+                    assert_eq!(gs, ps, "{what}: gradient");
+                }
             }
         }
+        Ok(())
+    }
+
+    /// A window of equal values sends its gradient to the first, as PyTorch.
+    #[test]
+    fn pool_gradient_of_a_tie_goes_to_the_first() -> Result<()> {
+        let x = candle_core::Var::from_tensor(&Tensor::zeros(
+            (1, 1, 2, 2),
+            candle_core::DType::F32,
+            &Device::Cpu,
+        )?)?;
+        let grads = max_pool2x2_ceil(x.as_tensor())?.sum_all()?.backward()?;
+        let g = grads
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        assert_eq!(g, vec![1., 0., 0., 0.]);
         Ok(())
     }
 
