@@ -134,6 +134,41 @@ impl Geo {
     }
 }
 
+/// Padded column `p` of source row `r` (the image's `w` columns start at
+/// `off`; reflected border columns where `reflect`; zero elsewhere). Only
+/// the few border columns go through here.
+#[inline(always)]
+fn border(r: &[f32], p: usize, off: usize, reflect: bool) -> f32 {
+    let w = r.len();
+    if (off..off + w).contains(&p) {
+        r[p - off]
+    } else if reflect && p == 0 {
+        r[1]
+    } else if reflect && p == w + 1 {
+        r[w - 2]
+    } else {
+        0.0
+    }
+}
+
+/// The `K` padded rows from `first` on of one input plane [H,W], read in
+/// place (`zeros` where a row is outside): no padded copy is made.
+#[inline(always)]
+fn padded_rows<'a, const K: usize>(
+    plane: &'a [f32],
+    zeros: &'a [f32],
+    g: &Geo,
+    first: usize,
+) -> [&'a [f32]; K] {
+    std::array::from_fn(|k| {
+        let p = first + k;
+        match (p < g.hout + 2).then(|| g.pad.src(p, g.h)).flatten() {
+            Some(sy) => &plane[sy * g.w..][..g.w],
+            None => zeros,
+        }
+    })
+}
+
 /// V[xi][c][t] for tile rows `i0..i1` of one image x [C,H,W]; `t` counts
 /// tiles row-major within the chunk.
 #[inline(always)]
@@ -147,31 +182,11 @@ fn transform_input_body(x: &[f32], c: usize, g: &Geo, (i0, i1): (usize, usize), 
     let zeros = vec![0f32; w];
     let mut t = vec![0f32; 4 * wpad];
     let (mut even, mut odd) = (vec![0f32; tw + 1], vec![0f32; tw + 1]);
-    // Padded column `p` of a source row: the image's w columns start at `off`;
-    // reflected border columns where the pad reflects; zero elsewhere.
-    let col = |r: &[f32], p: usize| -> f32 {
-        if (off..off + w).contains(&p) {
-            r[p - off]
-        } else if reflect && p == 0 {
-            r[1]
-        } else if reflect && p == w + 1 {
-            r[w - 2]
-        } else {
-            0.0
-        }
-    };
     for ci in 0..c {
         let plane = &x[ci * h * w..][..h * w];
         for i in i0..i1 {
-            // The four padded rows of this tile row, read in place (a zero row
-            // where outside): no padded copy of them is made.
-            let d: [&[f32]; 4] = std::array::from_fn(|k| {
-                let p = 2 * i + k;
-                match (p < g.hout + 2).then(|| g.pad.src(p, h)).flatten() {
-                    Some(sy) => &plane[sy * w..][..w],
-                    None => &zeros[..],
-                }
-            });
+            // The four padded rows of this tile row, read in place.
+            let d: [&[f32]; 4] = padded_rows(plane, &zeros, g, 2 * i);
             // t = B^T d along the rows: the image's columns in one straight
             // loop, then the few padded border columns.
             let (t0, rest) = t.split_at_mut(wpad);
@@ -189,7 +204,12 @@ fn transform_input_body(x: &[f32], c: usize, g: &Geo, (i0, i1): (usize, usize), 
                 }
             }
             for p in (0..off).chain(off + w..wpad) {
-                let (x0, x1, x2, x3) = (col(d[0], p), col(d[1], p), col(d[2], p), col(d[3], p));
+                let (x0, x1, x2, x3) = (
+                    border(d[0], p, off, reflect),
+                    border(d[1], p, off, reflect),
+                    border(d[2], p, off, reflect),
+                    border(d[3], p, off, reflect),
+                );
                 t0[p] = x0 - x2;
                 t1[p] = x1 + x2;
                 t2[p] = x2 - x1;

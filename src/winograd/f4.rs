@@ -58,23 +58,6 @@ pub(super) fn transform_weights(wt: &[f32], o: usize, c: usize) -> Vec<f32> {
     u
 }
 
-/// Padded column `p` of source row `r` (the image's `w` columns start at
-/// `off`; reflected border columns where `reflect`; zero elsewhere). Only
-/// the few border columns go through here.
-#[inline(always)]
-fn border(r: &[f32], p: usize, off: usize, reflect: bool) -> f32 {
-    let w = r.len();
-    if (off..off + w).contains(&p) {
-        r[p - off]
-    } else if reflect && p == 0 {
-        r[1]
-    } else if reflect && p == w + 1 {
-        r[w - 2]
-    } else {
-        0.0
-    }
-}
-
 /// V[xi][c][t] (36 positions) for tile rows `i0..i1` of one image x
 /// [C,H,W]; `t` counts tiles row-major within the chunk.
 #[inline(always)]
@@ -98,13 +81,7 @@ pub(super) fn transform_input_body(
         let plane = &x[ci * h * w..][..h * w];
         for i in i0..i1 {
             // The six padded rows of this tile row, read in place.
-            let d: [&[f32]; 6] = std::array::from_fn(|k| {
-                let p = 4 * i + k;
-                match (p < g.hout + 2).then(|| g.pad.src(p, h)).flatten() {
-                    Some(sy) => &plane[sy * w..][..w],
-                    None => &zeros[..],
-                }
-            });
+            let d: [&[f32]; 6] = super::padded_rows(plane, &zeros, g, 4 * i);
             // t = B^T d down the columns: the image's columns in one straight
             // loop, then the few border columns.
             {
@@ -136,7 +113,7 @@ pub(super) fn transform_input_body(
                     a5[q] = 4.0 * d1[q] - 5.0 * d3[q] + d5[q];
                 }
                 for p in (0..off).chain(off + w..wpad) {
-                    let b: [f32; 6] = std::array::from_fn(|k| border(d[k], p, off, reflect));
+                    let b: [f32; 6] = std::array::from_fn(|k| super::border(d[k], p, off, reflect));
                     let (s12, m12) = (b[1] + b[2], b[1] - b[2]);
                     let (e42, e31) = (b[4] - b[2], 2.0 * (b[3] - b[1]));
                     t0[p] = 4.0 * b[0] - 5.0 * b[2] + b[4];
