@@ -1,7 +1,8 @@
 //! The CPU fast path for "reflection-pad(1) + 3x3 conv (+ bias, ReLU)": one
 //! fused op with its own backward. In f32 its three kernels (forward, input
-//! gradient, weight gradient) are Winograd F(2x2, 3x3) ([`crate::winograd`]);
-//! in bf16 on AMX they are direct convolutions ([`crate::amx`]).
+//! gradient, weight gradient) are Winograd F(2x2, 3x3) ([`crate::winograd`]),
+//! the forward F(4x4, 3x3) where no gradient flows; in bf16 on AMX they are
+//! direct convolutions ([`crate::amx`]).
 //!
 //! Why it is ours: candle 0.11's CPU conv2d backward goes through a naive
 //! `conv_transpose2d` and a conv whose kernel is the whole image, and a
@@ -101,7 +102,7 @@ static F4_FORWARD: AtomicBool = AtomicBool::new(true);
 /// targets it encodes with F4 differ from F2's by ~1e-5, and through Adam's
 /// sign-like first steps that moved weights PyTorch left still
 /// (`train/parity_test.rs`). Training's differentiable convs use F2 anyway
-/// (see [`Conv3x3Reflect`]'s `tile`).
+/// (see `Conv3x3Reflect`'s `tile`).
 pub fn set_f4_forward(on: bool) {
     F4_FORWARD.store(on, Ordering::Relaxed);
 }

@@ -5,9 +5,10 @@
 //! - [`encoder`]: the frozen VGG-19 to relu4_1;
 //! - [`adain`]: the AdaIN operation, blends and masked (regional) AdaIN;
 //! - [`decoder`]: the trained decoder, back to an image;
-//! - [`layers`]: reflection padding, padded conv, ceil-mode pooling;
+//! - [`layers`]: reflection padding, padded conv, ceil-mode pooling, upsampling;
 //! - [`conv`]: the fused CPU pad+conv+ReLU op and the precision switch;
-//! - [`winograd`]: its f32 forward pass and gradients by Winograd F(2x2, 3x3);
+//! - [`winograd`]: its f32 forward pass and gradients by Winograd F(2x2, 3x3)
+//!   (the forward F(4x4, 3x3) where no gradient flows);
 //! - [`amx`]: the bf16 kernels of that op on Intel AMX (`--precision bf16`);
 //! - [`loss`]: every loss: training objective, style statistics, Gram matrices;
 //! - [`optim`]: optimisers (Adam with inverse-time decay; L-BFGS);

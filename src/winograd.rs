@@ -1,6 +1,8 @@
 //! f32 3x3 convolutions by Winograd's F(2x2, 3x3): the forward pass and both
 //! gradients of [`crate::conv`]'s op in f32 (all CPUs without AMX, and
-//! `--precision f32` everywhere).
+//! `--precision f32` everywhere). Where no gradient flows (stylization), the
+//! forward pass takes F(4x4, 3x3) instead (the transforms in
+//! `winograd/f4.rs`, same driver).
 //!
 //! Each 2x2 block of outputs comes from a 4x4 block of the padded input:
 //! `Y = A^T [(G g G^T) . (B^T d B)] A` (Lavin & Gray 2015), 16 multiplies per
@@ -9,8 +11,9 @@
 //! `M[xi]` (O x tiles) = `U[xi]` (O x C) `V[xi]` (C x tiles).
 //! F(2x2, 3x3) keeps f32 accuracy (its transforms only add, subtract and
 //! halve; the parity tests against PyTorch pass at their old tolerances). The
-//! larger F(4x4, 3x3) saves more multiplies but its transforms have larger
-//! coefficients and are known to lose accuracy in f32; it was not tried.
+//! larger F(4x4, 3x3) takes 36 multiplies per 16 outputs but rounds more
+//! (about 4e-6 of relu4_1's largest value against 6e-7), which is why training
+//! keeps F2 (see `crate::conv::set_f4_forward`).
 //!
 //! Why it is ours: no crate offers a Winograd convolution on the CPU; the
 //! matrix multiplies are the `gemm` crate's.
