@@ -47,7 +47,7 @@ def main():
     ax.set_ylabel("loss (log scale)")
     ax.set_title("AdaIN training losses")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="upper right")
+    ax.legend(loc="center right")
     fig.tight_layout()
     fig.savefig(out)
     print(f"wrote {out}")
