@@ -91,8 +91,8 @@ rm -rf $R
 T=$(($(left) - 45))
 echo "training for $T s"
 $B/adain-train --content "$G/data/content" --style "$G/data/style" --out $R \
-    --device $DEV --init-decoder weights/decoder.safetensors --seed 1 --lr 3e-4 --lr-decay 5e-5 \
-    --batch-size 8 --style-weight 50 --load-size 128 --crop-size 128 --save-every 500 \
+    --device $DEV --init-decoder weights/decoder.safetensors --seed 4 --lr 1e-4 --lr-decay 5e-5 \
+    --batch-size 8 --style-weight 3 --load-size 128 --crop-size 128 --save-every 500 \
     --log-every 10 --sample-every 1000000 --keep 1000 --threads "$(nproc)" >/tmp/train.log 2>&1 &
 # One SIGINT when the time is up: the trainer finishes its step and saves. (Not
 # `timeout -s INT`: it signals the child and then its whole process group, and a
