@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Links the shared encoder weights and data into weights/ and data/ (never copies
-# them: they stay out of git). SHARED=/path/to/shared overrides ../shared.
+# Links the shared training and eval data into data/ (never copies it: it stays
+# out of git). The encoder ships in weights/ itself (weights/README.md).
+# SHARED=/path/to/shared overrides ../shared.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -18,8 +19,6 @@ link() { # link TARGET NAME
   fi
 }
 
-link "$shared/weights/vgg19-relu4_1.safetensors" weights/vgg19-relu4_1.safetensors ||
-  echo "  missing weights/vgg19-relu4_1.safetensors: see weights/README.md for where it comes from"
 link "$shared/data/train/content" data/coco || echo "  missing data/coco (photos): see data/README.md"
 link "$shared/data/train/style" data/wikiart || echo "  missing data/wikiart (paintings): see data/README.md"
 link "$shared/data/eval" data/eval || true

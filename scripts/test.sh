@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The test suite: links the shared VGG weights (the parity tests need the real
-# encoder), then runs every test. Golden fixtures come from scripts/fixtures.sh.
+# The test suite: links the shared data (tests that need real photos use it),
+# then runs every test. Golden fixtures come from scripts/fixtures.sh.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 bash scripts/link-shared.sh >/dev/null
 if [ ! -e weights/vgg19-relu4_1.safetensors ] && [ -z "${ADAIN_WEIGHTS:-}" ]; then
-  echo "error: weights/vgg19-relu4_1.safetensors is missing (see weights/README.md)" >&2
+  echo "error: weights/vgg19-relu4_1.safetensors is missing (it ships in git: see weights/README.md)" >&2
   exit 1
 fi
 exec cargo test --locked "$@"

@@ -1,48 +1,49 @@
 //! `adain`: arbitrary style transfer with adaptive instance normalisation
 //! (Huang & Belongie, 2017) on candle.
 //!
-//! Where things are:
-//! - [`encoder`]: the frozen VGG-19 to relu4_1;
-//! - [`adain`]: the AdaIN operation, blends and masked (regional) AdaIN;
-//! - [`decoder`]: the trained decoder, back to an image;
-//! - [`layers`]: reflection padding, padded conv, ceil-mode pooling, upsampling;
-//! - [`conv`]: the fused CPU pad+conv+ReLU op and the precision switch;
-//! - [`winograd`]: its f32 forward pass and gradients by Winograd F(2x2, 3x3)
-//!   (the forward F(4x4, 3x3) where no gradient flows);
-//! - [`amx`]: the bf16 kernels of that op on Intel AMX (`--precision bf16`);
-//! - [`loss`]: every loss: training objective, style statistics, Gram matrices;
+//! Where things are (the folders are the architecture; each module is also
+//! reachable at the crate root, e.g. `adain::encoder`):
+//! - [`model`], the network and the method:
+//!   - [`encoder`]: the frozen VGG-19 to relu4_1;
+//!   - [`adain`]: the AdaIN operation, blends and masked (regional) AdaIN;
+//!   - [`decoder`]: the trained decoder, back to an image;
+//!   - [`layers`]: reflection padding, padded conv, ceil-mode pooling, upsampling;
+//!   - [`loss`]: every loss: training objective, style statistics, Gram matrices;
+//!   - [`color`]: colour preservation (coral, luminance);
+//!   - [`stylize`]: `Model`, the inference pipeline on tensors (alpha, blends, masks, colour);
+//! - [`kernels`], the CPU kernels:
+//!   - [`conv`]: the fused CPU pad+conv+ReLU op and the precision switch;
+//!   - [`winograd`]: its f32 kernels, Winograd F(2x2, 3x3) (F(4x4, 3x3) where no gradient flows);
+//!   - [`amx`]: its bf16 kernels on Intel AMX (`--precision bf16`);
+//!   - [`alloc`]: the binaries' allocator (huge pages for large tensors);
+//!   - `kernels::pad`: what they share (reflection indices, padding kinds);
+//! - [`engine`]: a stylization job for every front-end: the plan (inputs,
+//!   outputs, jobs), the style-statistics cache, tiled stylization of any size,
+//!   progress callbacks;
+//! - [`io`], files:
+//!   - [`image_io`]: pictures in and out, size limits; [`atomic`]: crash-safe writes;
+//!   - [`weights`]: weight files, metadata, locations, embedded defaults, PyTorch import;
 //! - [`optim`]: optimisers (Adam with inverse-time decay; L-BFGS);
 //! - [`optimize`]: Gatys et al.'s method: the image itself optimised (`adain optimize`);
-//! - [`stylize`]: the inference pipeline (alpha, blends, masks, colour);
 //! - [`eval`]: scoring stylizers (style and content metrics, SSIM, reports);
-//! - [`color`]: colour preservation (coral, luminance);
-//! - [`weights`]: weight files, metadata, locations, PyTorch import;
-//! - [`image_io`]: pictures in and out; [`atomic`]: crash-safe writes;
-//! - [`runtime`]: device, threads and logging for the binaries;
-//! - [`bench`]: `adain bench`'s workloads, FLOP counts and peak memory;
-//! - [`alloc`]: the binaries' allocator (huge pages for large tensors).
+//! - [`runtime`]: device, threads, logging and error reporting for the binaries;
+//! - [`bench`]: `adain bench`'s workloads, FLOP counts and peak memory.
 
-pub mod adain;
-pub mod alloc;
-pub mod amx;
-pub mod atomic;
 pub mod bench;
-pub mod color;
-pub mod conv;
-pub mod decoder;
-pub mod encoder;
+pub mod engine;
 pub mod eval;
-pub mod image_io;
-pub mod layers;
-pub mod loss;
+pub mod io;
+pub mod kernels;
+pub mod model;
 pub mod optim;
 pub mod optimize;
 pub mod runtime;
-pub mod stylize;
 #[doc(hidden)]
 pub mod testing;
-pub mod weights;
-pub mod winograd;
+
+pub use io::{atomic, image_io, weights};
+pub use kernels::{alloc, amx, conv, winograd};
+pub use model::{adain, color, decoder, encoder, layers, loss, stylize};
 
 pub use decoder::Decoder;
 pub use encoder::Encoder;

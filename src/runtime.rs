@@ -86,3 +86,50 @@ pub fn font_family() -> Option<&'static str> {
         None
     })
 }
+
+/// A size in bytes: `1073741824`, `512MB`, `1.5GiB`, `800M`, `2g` (K/M/G/T
+/// are powers of 1024; KB/MB/GB/TB powers of 1000).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}`: not a size (e.g. 512MB, 2GiB)"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024f64.powi(2),
+        "g" | "gib" => 1024f64.powi(3),
+        "t" | "tib" => 1024f64.powi(4),
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        u => {
+            return Err(format!(
+                "`{s}`: unknown unit `{u}` (use B, KB, MB, GB, KiB, MiB, GiB)"
+            ))
+        }
+    };
+    let v = n * mult;
+    if !v.is_finite() || v < 1.0 {
+        return Err(format!("`{s}`: must be at least 1 byte"));
+    }
+    Ok(v as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(super::parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(super::parse_size("512MB"), Ok(512_000_000));
+        assert_eq!(super::parse_size("1.5g"), Ok(3 << 29));
+        assert_eq!(super::parse_size("4096"), Ok(4096));
+        assert!(super::parse_size("lots").is_err());
+        assert!(super::parse_size("5 parsecs").is_err());
+    }
+}

@@ -261,7 +261,7 @@ fn train(args: TrainArgs) -> Result<()> {
         DType::F32,
         &device,
     ))?;
-    let encoder_sha = weights::sha256_file(&vgg_path)?;
+    let encoder_sha = vgg_path.sha256()?;
 
     // Data.
     let min_side = cfg.crop_size / 2;
@@ -287,7 +287,7 @@ fn train(args: TrainArgs) -> Result<()> {
     let params = sorted_vars(&varmap);
     init_decoder(&params, cfg.seed)?;
     if let (Some(file), false) = (&cfg.init_decoder, resuming) {
-        warm_start(&params, file, &vgg_path, &encoder_sha)?;
+        warm_start(&params, file, &vgg_path.label(), &encoder_sha)?;
     }
     let mut adam = adain::optim::Adam::new(
         params.clone(),

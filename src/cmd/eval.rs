@@ -14,10 +14,10 @@ use image::{DynamicImage, Rgb32FImage, RgbImage};
 use adain::conv::{with_precision, Precision};
 use adain::eval::{self, Features, Metrics, PairScore, Protocol, Report, Section};
 use adain::image_io;
-use adain::weights::{self, WeightFile};
+use adain::weights;
 use adain::{runtime, ColorMode, Control, Encoder, Model, Options};
 
-use crate::{collect_images, no_decoder_help, prepare, stem};
+use adain::image_io::{collect_images, prepare, stem};
 
 /// JPEG quality of sheet.jpg: 20 x 40 pairs at --thumb 96 stay near 2.5 MB.
 const SHEET_QUALITY: u8 = 80;
@@ -246,8 +246,8 @@ fn check_destination(p: &Path, inputs: &BTreeSet<PathBuf>, overwrite: bool) -> R
     Ok(())
 }
 
-fn load_encoder(vgg: &Path, device: &Device) -> Result<Encoder> {
-    let wf = WeightFile::load(vgg)?;
+fn load_encoder(vgg: &weights::WeightSource, device: &Device) -> Result<Encoder> {
+    let wf = vgg.load()?;
     wf.check(&weights::encoder_shapes())?;
     Ok(Encoder::new(VarBuilder::from_tensors(
         wf.on(device)?,
@@ -310,9 +310,6 @@ pub fn run(a: EvalArgs) -> Result<()> {
     }
 
     let vgg = weights::locate_encoder(a.vgg.as_deref())?;
-    if !vgg.is_file() {
-        bail!("{}: no such encoder file", vgg.display());
-    }
     let (model, encoder, source) = match &a.outputs {
         Some(dir) => (
             None,
@@ -320,17 +317,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
             format!("files in {}", dir.display()),
         ),
         None => {
-            let decoder = weights::locate(a.decoder.as_deref(), weights::DECODER_FILE)
-                .map_err(|t| anyhow!(no_decoder_help(&t)))?;
-            if !decoder.is_file() {
-                bail!("{}: no such decoder file", decoder.display());
-            }
-            let model = Model::load(&vgg, &decoder, &device)?;
+            let decoder = weights::locate_decoder(a.decoder.as_deref())?;
+            let model = Model::from_sources(&vgg, &decoder, &device)?;
             let encoder = model.encoder.clone();
             adain::conv::warn_if_unavailable(a.precision);
             let source = format!(
                 "adain (decoder {}, precision {}, alpha {})",
-                decoder.display(),
+                decoder.label().display(),
                 adain::conv::effective(a.precision),
                 a.alpha
             );
@@ -447,7 +440,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let report = Report {
         protocol: Protocol::new(a.size),
         source,
-        encoder: vgg.display().to_string(),
+        encoder: vgg.label().display().to_string(),
         contents: cnames,
         styles: snames,
         missing,

@@ -1,5 +1,9 @@
-//! Subcommands of the `adain` binary that live in their own files.
+//! The subcommands of the `adain` binary, one file each (flags and printing;
+//! the work is in the library).
 
+pub mod bench;
 pub mod eval;
 pub mod optimize;
 pub mod sheet;
+pub mod stylize;
+pub mod weights;

@@ -22,7 +22,7 @@ use adain::optimize::{
 use adain::{color, image_io, runtime, weights, ColorMode, Encoder};
 
 use super::sheet::{self, Sheet};
-use crate::{collect_images, prepare, stem};
+use adain::image_io::{collect_images, prepare, stem};
 
 const DEFAULT_ADAM_LR: f64 = 0.02;
 

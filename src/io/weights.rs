@@ -39,19 +39,25 @@ impl WeightFile {
     /// Reads a safetensors file. A `.pth`, a truncated file or anything else
     /// gives a one-line error naming the file.
     pub fn load(path: &Path) -> Result<Self> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parses safetensors bytes; `path` names them in errors (and in `self.path`).
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
         let p = path.display();
-        let bytes = std::fs::read(path).with_context(|| format!("{p}: cannot read"))?;
         // Parse as safetensors first: its header starts with a little-endian
         // length, whose first byte can be anything (0x80 included), so the
         // PyTorch magic is only looked at to explain a file that fails.
-        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
-            if looks_like_pytorch(&bytes) {
+        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| {
+            if looks_like_pytorch(bytes) {
                 anyhow!("{p}: is a PyTorch checkpoint, not safetensors: convert it with `adain convert {p} OUT.safetensors`")
             } else {
                 anyhow!("{p}: not a valid safetensors file ({e})")
             }
         })?;
-        let st = SafeTensors::deserialize(&bytes)
+        let st = SafeTensors::deserialize(bytes)
             .map_err(|e| anyhow!("{p}: not a valid safetensors file ({e})"))?;
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
@@ -126,10 +132,15 @@ pub fn encoder_shapes() -> Vec<(String, Vec<usize>)> {
 /// Hex sha256 of a file (identifies the encoder a decoder was trained with).
 pub fn sha256_file(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    Ok(Sha256::digest(&bytes)
+    Ok(hex_sha256(&bytes))
+}
+
+/// Hex sha256 of bytes.
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect())
+        .collect()
 }
 
 /// Writes a decoder (or any named tensors) as safetensors with metadata, atomically.
@@ -232,22 +243,132 @@ pub fn searched(flag: &str, tried: &[PathBuf]) -> String {
     parts.join(", ")
 }
 
-/// Where the VGG encoder is (see [`locate`]), or an error saying where it looked.
-pub fn locate_encoder(flag: Option<&Path>) -> Result<PathBuf> {
-    locate(flag, VGG_FILE).map_err(|tried| {
+/// The error for a decoder not found: where it looked and how to get one.
+pub fn no_decoder_help(tried: &[PathBuf]) -> String {
+    format!(
+        "no decoder found (looked for {}): train one with `adain-train --content coco --style wikiart` \
+         and `adain-train export RUN_DIR --out weights/{f}`, or convert a PyTorch decoder.pth with `adain convert decoder.pth weights/{f}`",
+        searched("--decoder", tried),
+        f = DECODER_FILE
+    )
+}
+
+/// Where a weight file comes from: a file, or the copy built into the binary
+/// (the default-on `embed-weights` feature), so that an installed `adain`
+/// works from any directory.
+#[derive(Debug, Clone)]
+pub enum WeightSource {
+    File(PathBuf),
+    Embedded {
+        file: &'static str,
+        bytes: &'static [u8],
+    },
+}
+
+impl WeightSource {
+    pub fn load(&self) -> Result<WeightFile> {
+        match self {
+            Self::File(p) => WeightFile::load(p),
+            Self::Embedded { bytes, .. } => WeightFile::from_bytes(bytes, &self.label()),
+        }
+    }
+    /// The file, or `built-in weights/FILE` for an embedded copy.
+    pub fn label(&self) -> PathBuf {
+        match self {
+            Self::File(p) => p.clone(),
+            Self::Embedded { file, .. } => PathBuf::from(format!("built-in weights/{file}")),
+        }
+    }
+    pub fn sha256(&self) -> Result<String> {
+        match self {
+            Self::File(p) => sha256_file(p),
+            Self::Embedded { bytes, .. } => Ok(hex_sha256(bytes)),
+        }
+    }
+}
+
+/// The published weights built into the binary (`embed-weights`, on by default).
+#[cfg(feature = "embed-weights")]
+pub fn embedded(file: &str) -> Option<WeightSource> {
+    static VGG: &[u8] = include_bytes!("../../weights/vgg19-relu4_1.safetensors");
+    static DECODER: &[u8] = include_bytes!("../../weights/decoder.safetensors");
+    match file {
+        VGG_FILE => Some(WeightSource::Embedded {
+            file: VGG_FILE,
+            bytes: VGG,
+        }),
+        DECODER_FILE => Some(WeightSource::Embedded {
+            file: DECODER_FILE,
+            bytes: DECODER,
+        }),
+        _ => None,
+    }
+}
+
+/// The published weights built into the binary (none in this build).
+#[cfg(not(feature = "embed-weights"))]
+pub fn embedded(_file: &str) -> Option<WeightSource> {
+    None
+}
+
+/// [`locate`], then the built-in copy: the flag, `$ADAIN_WEIGHTS` (only
+/// there), a checkout's `weights/` above the executable (a newer export there
+/// wins over the copy built in), else the embedded file.
+pub fn locate_source(
+    flag: Option<&Path>,
+    file: &str,
+) -> std::result::Result<WeightSource, Vec<PathBuf>> {
+    match locate(flag, file) {
+        Ok(p) => Ok(WeightSource::File(p)),
+        Err(tried) if flag.is_none() && std::env::var_os("ADAIN_WEIGHTS").is_none() => {
+            embedded(file).ok_or(tried)
+        }
+        Err(tried) => Err(tried),
+    }
+}
+
+/// Where the VGG encoder is (see [`locate_source`]), or an error saying where it looked.
+pub fn locate_encoder(flag: Option<&Path>) -> Result<WeightSource> {
+    let src = locate_source(flag, VGG_FILE).map_err(|tried| {
         anyhow!(
             "VGG encoder not found (looked for {}): run scripts/setup.sh, pass --vgg FILE or set ADAIN_WEIGHTS=DIR",
             searched("--vgg", &tried)
         )
-    })
+    })?;
+    if let WeightSource::File(p) = &src {
+        if !p.is_file() {
+            bail!("{}: no such encoder file", p.display());
+        }
+    }
+    Ok(src)
 }
 
-/// The VGG encoder file: located, read and shape-checked.
-pub fn load_encoder(flag: Option<&Path>) -> Result<(PathBuf, WeightFile)> {
-    let path = locate_encoder(flag)?;
-    let file = WeightFile::load(&path)?;
+/// The decoder (see [`locate_source`]), or an error saying where it looked
+/// and how to get one.
+pub fn locate_decoder(flag: Option<&Path>) -> Result<WeightSource> {
+    let src = locate_source(flag, DECODER_FILE).map_err(|t| anyhow!(no_decoder_help(&t)))?;
+    if let WeightSource::File(p) = &src {
+        if !p.is_file() {
+            bail!("{}: no such decoder file", p.display());
+        }
+    }
+    Ok(src)
+}
+
+/// Encoder and decoder for stylizing.
+pub fn locate_model(
+    vgg: Option<&Path>,
+    decoder: Option<&Path>,
+) -> Result<(WeightSource, WeightSource)> {
+    Ok((locate_encoder(vgg)?, locate_decoder(decoder)?))
+}
+
+/// The VGG encoder: located, read and shape-checked.
+pub fn load_encoder(flag: Option<&Path>) -> Result<(WeightSource, WeightFile)> {
+    let src = locate_encoder(flag)?;
+    let file = src.load()?;
     file.check(&encoder_shapes())?;
-    Ok((path, file))
+    Ok((src, file))
 }
 
 /// A zip-format `.pth` (PK magic) or a legacy pickle (0x80, protocol 2-5).

@@ -22,12 +22,18 @@ pub fn luminance(rgb: &Tensor) -> Result<Tensor> {
 
 /// Shifts and scales `y` so its mean and (unbiased) std are those of `reference`.
 pub fn match_mean_std(y: &Tensor, reference: &Tensor) -> Result<Tensor> {
-    let stats = |t: &Tensor| -> Result<(f64, f64)> {
-        let v = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-        Ok(mean_std(&v))
-    };
-    let (my, sy) = stats(y)?;
-    let (mr, sr) = stats(reference)?;
+    match_mean_std_to(y, tensor_mean_std(reference)?)
+}
+
+/// Mean and unbiased std of all values of `t`.
+pub fn tensor_mean_std(t: &Tensor) -> Result<(f64, f64)> {
+    let v = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    Ok(mean_std(&v))
+}
+
+/// Shifts and scales `y` to the given (mean, unbiased std).
+pub fn match_mean_std_to(y: &Tensor, (mr, sr): (f64, f64)) -> Result<Tensor> {
+    let (my, sy) = tensor_mean_std(y)?;
     y.affine(sr / sy.max(1e-12), mr - my * sr / sy.max(1e-12))
 }
 
@@ -46,7 +52,7 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-type Mat3 = [[f64; 3]; 3];
+pub type Mat3 = [[f64; 3]; 3];
 
 fn matmul(a: &Mat3, b: &Mat3) -> Mat3 {
     let mut c = [[0.0; 3]; 3];
@@ -111,6 +117,50 @@ fn sym_fn(a: &Mat3, f: impl Fn(f64) -> f64) -> Mat3 {
     out
 }
 
+/// What coral takes from its target: per-channel (mean, unbiased std) and
+/// `norm norm^T + I`, where `norm` is the image normalised per channel (not
+/// divided by the pixel count, as the reference does).
+#[derive(Debug, Clone)]
+pub struct ColorStats {
+    pub mean_std: [(f64, f64); 3],
+    pub cov_eye: Mat3,
+}
+
+impl ColorStats {
+    /// Of an RGB image [1,3,H,W] or [3,H,W].
+    pub fn of(img: &Tensor) -> Result<Self> {
+        let f = flatten(img)?;
+        Ok(Self {
+            mean_std: f.mean_std,
+            cov_eye: f.cov_eye,
+        })
+    }
+
+    /// From sums over N pixels: `sum[i]` of channel i, `cross[i][j]` of the
+    /// products of channels i and j (what a tiled pass accumulates).
+    pub fn from_sums(n: f64, sum: [f64; 3], cross: Mat3) -> Self {
+        let mut ms = [(0.0, 0.0); 3];
+        for i in 0..3 {
+            let m = sum[i] / n;
+            let var = ((cross[i][i] - n * m * m) / (n - 1.0).max(1.0)).max(0.0);
+            ms[i] = (m, var.sqrt());
+        }
+        let mut cov = [[0.0; 3]; 3];
+        for i in 0..3 {
+            for j in 0..3 {
+                let (mi, si) = ms[i];
+                let (mj, sj) = ms[j];
+                let dot = (cross[i][j] - n * mi * mj) / (si.max(1e-12) * sj.max(1e-12));
+                cov[i][j] = dot + if i == j { 1.0 } else { 0.0 };
+            }
+        }
+        Self {
+            mean_std: ms,
+            cov_eye: cov,
+        }
+    }
+}
+
 /// An RGB image flattened per channel and normalised, with what coral needs.
 struct Flat {
     /// (x - mean) / std per channel.
@@ -149,8 +199,12 @@ fn flatten(img: &Tensor) -> Result<Flat> {
 /// The reference `coral(source, target)`: returns `source` (an RGB image
 /// [1,3,H,W] or [3,H,W]) with the colour mean, std and covariance of `target`.
 pub fn coral(source: &Tensor, target: &Tensor) -> Result<Tensor> {
+    coral_to(source, &ColorStats::of(target)?)
+}
+
+/// [`coral`] with the target's statistics given (a tiled image's, pooled).
+pub fn coral_to(source: &Tensor, t: &ColorStats) -> Result<Tensor> {
     let s = flatten(source)?;
-    let t = flatten(target)?;
     let m = matmul(
         &sym_fn(&t.cov_eye, f64::sqrt),
         &sym_fn(&s.cov_eye, |l| 1.0 / l.sqrt()),

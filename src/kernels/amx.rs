@@ -25,7 +25,8 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use crate::conv::{fold_reflection, reflect, Pad};
+pub use super::pad::huge_vec;
+use super::pad::{fold_reflection, reflect, Pad};
 
 /// Whether the AMX kernels can run here: the CPU has AMX-BF16 and AMX-TILE and
 /// the kernel grants this process the tile data state.
@@ -123,16 +124,6 @@ impl Geo {
     fn off(&self, t: usize) -> usize {
         (t / 3) * self.wp + t % 3
     }
-}
-
-/// A zeroed buffer backed by 2 MB pages where the kernel allows it (Linux
-/// transparent huge pages in `madvise` mode): tile loads and stores touch 16
-/// rows a plane apart, which with 4 KB pages costs 16 TLB entries per tile
-/// (measured: the 64-channel 512x512 forward ran at half speed without this).
-pub fn huge_vec<T: Copy + Default>(len: usize) -> Vec<T> {
-    let v = vec![T::default(); len];
-    crate::alloc::advise_huge(v.as_ptr() as *mut u8, len * std::mem::size_of::<T>());
-    v
 }
 
 /// x [N,C,H,W] -> padded planes of channel pairs: u32 [N][C2/2][plane], each

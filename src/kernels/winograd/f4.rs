@@ -73,7 +73,7 @@ pub(super) fn transform_input_body(
     // Padded columns 0..4*tw+2, rounded up to whole groups of four.
     let wpad = 4 * (tw + 1);
     let off = g.pad.size();
-    let reflect = g.pad == crate::conv::Pad::Reflect1;
+    let reflect = g.pad == crate::kernels::pad::Pad::Reflect1;
     let zeros = vec![0f32; w];
     let mut t = vec![0f32; 6 * wpad];
     let mut ph = vec![0f32; wpad];

@@ -29,7 +29,7 @@
 
 use rayon::prelude::*;
 
-use crate::conv::Pad;
+use super::pad::Pad;
 
 mod f4;
 use f4::{transform_input_body as f4_input_body, transform_output_body as f4_output_body};
@@ -603,7 +603,7 @@ pub fn conv_grad_input(
 ) -> Vec<f32> {
     let u = transform_weights(wt, o, c, true);
     let padded = correlate(dy, n, o, h, w, Pad::Zero2, &u, c, None, false, Tile::F2);
-    crate::conv::fold_reflection(&padded, n * c, h, w)
+    super::pad::fold_reflection(&padded, n * c, h, w)
 }
 
 /// Z[xi][o][t] = (A dY A^T)[xi] for the 2x2 output-gradient tiles of tile

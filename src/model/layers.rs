@@ -179,7 +179,7 @@ impl CustomOp1 for Resample {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = layout.shape().dims4()?;
-        let x = crate::conv::f32_slice(storage, layout, self.name())?;
+        let x = crate::kernels::pad::f32_slice(storage, layout, self.name())?;
         let (ho, wo) = match self {
             Resample::Upsample2x => (2 * h, 2 * w),
             Resample::MaxPool2x2Ceil => (h.div_ceil(2), w.div_ceil(2)),
@@ -231,7 +231,7 @@ impl CustomOp1 for UpsampleGrad {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h2, w2) = layout.shape().dims4()?;
-        let g = crate::conv::f32_slice(storage, layout, self.name())?;
+        let g = crate::kernels::pad::f32_slice(storage, layout, self.name())?;
         let (h, w) = (h2 / 2, w2 / 2);
         let mut out = vec![0f32; n * c * h * w];
         out.par_chunks_mut(h * w)
@@ -268,8 +268,8 @@ impl CustomOp2 for PoolGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = xl.shape().dims4()?;
         let (x, g) = (
-            crate::conv::f32_slice(xs, xl, self.name())?,
-            crate::conv::f32_slice(gs, gl, self.name())?,
+            crate::kernels::pad::f32_slice(xs, xl, self.name())?,
+            crate::kernels::pad::f32_slice(gs, gl, self.name())?,
         );
         let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
         let mut out = vec![0f32; n * c * h * w];
