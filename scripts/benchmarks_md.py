@@ -146,6 +146,10 @@ if "torch-f32" in o and len(o) > 1:
 notes = os.path.join(root, "docs", "performance-notes.md")
 if os.path.exists(notes):
     out.append(open(notes).read())
+# The large-image record is made by scripts/bench-large.sh (about 40 minutes), not by this run.
+large = os.path.join(root, "docs", "bench-large.md")
+if os.path.exists(large):
+    out.append(open(large).read())
 # The GPU record is made on a lent machine by scripts/gpu-train.sh, not by this run.
 cuda = os.path.join(root, "docs", "bench-cuda.md")
 if os.path.exists(cuda):

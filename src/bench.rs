@@ -97,6 +97,10 @@ pub struct Settings {
     pub train_steps: usize,
     /// Only these workloads (names as in the report), if given.
     pub only: Option<Vec<String>>,
+    /// Images (w, h) stylized at full size through the engine's choice of
+    /// whole-image or tiles under `limits` (8-bit in and out, as a user's file).
+    pub large: Vec<(u32, u32)>,
+    pub limits: crate::engine::Limits,
 }
 
 /// Resets the kernel's peak-RSS counter of this process (Linux).
@@ -252,6 +256,92 @@ pub fn run(
                 runs,
             );
         }
+    }
+    for &(w, h) in &s.large {
+        let name = format!("stylize_large_{w}x{h}");
+        if !wanted(&name) {
+            continue;
+        }
+        let strategy = crate::engine::tile::strategy(w, h, &s.limits);
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let src = crate::image_io::Source {
+            image: image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |_, _| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                image::Rgb([rng as u8, (rng >> 8) as u8, (rng >> 16) as u8])
+            })),
+            alpha: None,
+        };
+        let stats = model.style_stats(&Tensor::rand(0f32, 1., (1, 3, 512, 512), dev)?)?;
+        let mut once = || -> Result<()> {
+            match strategy {
+                crate::engine::Strategy::Whole => {
+                    let t = crate::image_io::to_tensor(&src.to_picture().rgb, dev)?;
+                    let out = model.stylize_with_stats(&t, std::slice::from_ref(&stats), &opts)?;
+                    crate::image_io::to_rgb8(&crate::image_io::from_tensor(&out)?);
+                }
+                crate::engine::Strategy::Tiled {
+                    tile,
+                    keep_features,
+                } => {
+                    crate::engine::tile::stylize_tiled(
+                        model,
+                        &src,
+                        crate::engine::tile::Styles::Stats(std::slice::from_ref(&stats)),
+                        &opts,
+                        tile,
+                        keep_features,
+                        &mut |_, _| {},
+                    )?;
+                }
+            }
+            Ok(())
+        };
+        // Past 16 MP a run takes minutes: one timed run, no warm-up.
+        let runs = if (w as u64 * h as u64) > 16 << 20 {
+            1
+        } else {
+            s.repeat.min(2)
+        };
+        let m = if runs == 1 {
+            reset_peak_rss();
+            let start = Instant::now();
+            once()?;
+            dev.synchronize()?;
+            let t = start.elapsed().as_secs_f64();
+            (t, t, t, if dev.is_cpu() { peak_rss_mb() } else { None })
+        } else {
+            time_runs(dev, runs, &mut once)?
+        };
+        let (e, d) = (
+            encoder_flops(h as usize, w as usize),
+            decoder_flops(h as usize / 8, w as usize / 8),
+        );
+        let how = match strategy {
+            crate::engine::Strategy::Whole => "whole image".to_string(),
+            crate::engine::Strategy::Tiled {
+                tile,
+                keep_features,
+            } => format!(
+                "tiles of {tile}, {}",
+                if keep_features {
+                    "features kept"
+                } else {
+                    "encoded twice"
+                }
+            ),
+        };
+        push(
+            name,
+            format!(
+                "stylize {w}x{h} 8-bit, style cached, {how} (budget {} MiB); GFLOP of one whole pass",
+                s.limits.max_memory >> 20
+            ),
+            (e + d) / 1e9,
+            m,
+            runs,
+        );
     }
     let (b, side) = (s.train_batch, s.train_size);
     let name = format!("train_b{b}_{side}");

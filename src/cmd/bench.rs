@@ -44,6 +44,16 @@ pub struct BenchArgs {
     vgg: Option<PathBuf>,
     #[arg(long)]
     decoder: Option<PathBuf>,
+    /// Large images stylized at full size, 8-bit in and out, through the
+    /// engine's choice of whole image or tiles (rows `stylize_large_WxH`).
+    #[arg(long, value_delimiter = ',', default_value = "2048x2048,7680x4320", value_parser = parse_wh)]
+    large: Vec<(u32, u32)>,
+    /// Working-memory budget for the large rows (as `adain stylize --max-memory`).
+    #[arg(long, default_value = "1GiB", value_parser = runtime::parse_size)]
+    max_memory: u64,
+    /// Force tiles of N px for the large rows (as `adain stylize --tile`).
+    #[arg(long)]
+    tile: Option<u32>,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -75,6 +85,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         train_size: a.train_size,
         train_steps: a.train_steps,
         only: a.only,
+        large: a.large,
+        limits: adain::engine::Limits {
+            max_memory: a.max_memory,
+            tile: a.tile,
+            ..Default::default()
+        },
     };
     let threads = candle_core::utils::get_num_threads();
     let r = adain::bench::run(&model, &encoder, &settings, threads, &dev)?;
@@ -115,4 +131,19 @@ pub fn run(a: BenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `WxH`, e.g. `7680x4320`.
+fn parse_wh(s: &str) -> std::result::Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("`{s}`: expected WxH, e.g. 7680x4320"))?;
+    let p = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|&n| n >= 16)
+            .ok_or_else(|| format!("`{s}`: sides must be whole numbers of at least 16"))
+    };
+    Ok((p(w)?, p(h)?))
 }

@@ -49,6 +49,11 @@ const FEATURES: usize = 512;
 /// outputs and the Winograd buffers).
 pub const BYTES_PER_PIXEL: u64 = 560;
 
+/// Resident memory of the process besides the network and the pictures: the
+/// weights as f32 (28 MB), the binary, the allocator's and threads' buffers
+/// (measured: 60-90 MB).
+pub const BASELINE: u64 = 96 << 20;
+
 /// How an image of a given size is run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Strategy {
@@ -60,19 +65,26 @@ pub enum Strategy {
 }
 
 /// Whole-image when it fits `limits.max_memory` (and no tile size is forced),
-/// else the largest tiles that fit.
+/// else the largest tiles that fit beside the 8-bit picture and output.
 pub fn strategy(w: u32, h: u32, limits: &Limits) -> Strategy {
     let (wp, hp) = (padded(w as usize), padded(h as usize));
     let pixels = (wp * hp) as u64;
     if limits.tile.is_none() && pixels * BYTES_PER_PIXEL <= limits.max_memory {
         return Strategy::Whole;
     }
+    // The budget also holds the 8-bit picture and output of a tiled image (at
+    // 8K they are 200 MB of it) and the process itself (weights, buffers).
+    let images = w as u64 * h as u64 * 6;
+    let network = limits
+        .max_memory
+        .saturating_sub(images + BASELINE)
+        .max(64 << 20);
     let feature_bytes = pixels / 64 * FEATURES as u64 * 4;
-    let keep_features = feature_bytes <= limits.max_memory / 4;
+    let keep_features = feature_bytes <= network / 4;
     let tile = match limits.tile {
         Some(t) => round8(t as usize).max(STRIDE),
         None => {
-            let budget = limits.max_memory - if keep_features { feature_bytes } else { 0 };
+            let budget = network - if keep_features { feature_bytes } else { 0 };
             let halo = if keep_features {
                 ENCODER_HALO.max(DECODER_HALO * STRIDE)
             } else {
