@@ -229,23 +229,6 @@ fn find_outputs(dir: &Path, cs: &[String], ss: &[String], allow_missing: bool) -
     Ok((found, missing))
 }
 
-/// Refuses inputs and (without `overwrite`) existing files as destinations.
-fn check_destination(p: &Path, inputs: &BTreeSet<PathBuf>, overwrite: bool) -> Result<()> {
-    if p.canonicalize()
-        .map(|c| inputs.contains(&c))
-        .unwrap_or(false)
-    {
-        bail!("{}: is an input; refusing to write over it", p.display());
-    }
-    if p.exists() && !overwrite {
-        bail!(
-            "{}: already exists (use --overwrite to replace it)",
-            p.display()
-        );
-    }
-    Ok(())
-}
-
 fn load_encoder(vgg: &weights::WeightSource, device: &Device) -> Result<Encoder> {
     let wf = vgg.load()?;
     wf.check(&weights::encoder_shapes())?;
@@ -294,7 +277,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         .collect();
     let report_files = ["metrics.json", "metrics.csv", "sheet.jpg"].map(|f| a.out.join(f));
     for p in &report_files {
-        check_destination(p, &inputs, a.overwrite)?;
+        adain::atomic::check_destination(p, &inputs, a.overwrite)?;
     }
     let save_path = |i: usize, j: usize| -> Option<PathBuf> {
         a.save_outputs
@@ -304,7 +287,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     for i in 0..contents.len() {
         for j in 0..styles.len() {
             if let Some(p) = save_path(i, j) {
-                check_destination(&p, &inputs, a.overwrite)?;
+                adain::atomic::check_destination(&p, &inputs, a.overwrite)?;
             }
         }
     }

@@ -267,20 +267,7 @@ fn check_dest(out: &Path, inputs: &BTreeSet<PathBuf>, overwrite: bool) -> Result
     }
     image_io::format_for_ext(out.extension().and_then(|e| e.to_str()).unwrap_or(""))
         .with_context(|| format!("{}", out.display()))?;
-    if out
-        .canonicalize()
-        .map(|p| inputs.contains(&p))
-        .unwrap_or(false)
-    {
-        bail!("{}: is an input; refusing to write over it", out.display());
-    }
-    if out.exists() && !overwrite {
-        bail!(
-            "{}: already exists (use --overwrite to replace it)",
-            out.display()
-        );
-    }
-    Ok(())
+    adain::atomic::check_destination(out, inputs, overwrite)
 }
 
 fn canonical_inputs<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> BTreeSet<PathBuf> {

@@ -183,19 +183,7 @@ impl Plan {
             };
             for job in jobs {
                 let out = name(c, &job);
-                if out
-                    .canonicalize()
-                    .map(|p| inputs.contains(&p))
-                    .unwrap_or(false)
-                {
-                    bail!("{}: is an input; refusing to write over it", out.display());
-                }
-                if out.exists() && !overwrite {
-                    bail!(
-                        "{}: already exists (use --overwrite to replace it)",
-                        out.display()
-                    );
-                }
+                crate::atomic::check_destination(&out, &inputs, overwrite)?;
                 items.push(Item {
                     content: c.clone(),
                     job,

@@ -52,6 +52,28 @@ fn commit(tmp: tempfile::NamedTempFile, dir: &Path, path: &Path, overwrite: bool
     Ok(())
 }
 
+/// Checks a destination before any work: never one of the `inputs`
+/// (canonical paths), and (without `overwrite`) not an existing file.
+pub fn check_destination(
+    p: &Path,
+    inputs: &std::collections::BTreeSet<std::path::PathBuf>,
+    overwrite: bool,
+) -> Result<()> {
+    if p.canonicalize()
+        .map(|c| inputs.contains(&c))
+        .unwrap_or(false)
+    {
+        anyhow::bail!("{}: is an input; refusing to write over it", p.display());
+    }
+    if p.exists() && !overwrite {
+        anyhow::bail!(
+            "{}: already exists (use --overwrite to replace it)",
+            p.display()
+        );
+    }
+    Ok(())
+}
+
 /// Writes `path` atomically with the bytes `write` produces. With
 /// `overwrite == false` an existing `path` is an error (and is left untouched).
 pub fn write_with<F>(path: &Path, overwrite: bool, write: F) -> Result<()>
