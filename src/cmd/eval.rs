@@ -3,6 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -12,10 +13,12 @@ use clap::Args;
 use image::{DynamicImage, Rgb32FImage, RgbImage};
 
 use adain::conv::{with_precision, Precision};
+use adain::engine::{Engine, Job, Request, Settings, Style};
 use adain::eval::{self, Features, Metrics, PairScore, Protocol, Report, Section};
 use adain::image_io;
+use adain::image_io::Source;
 use adain::weights;
-use adain::{runtime, ColorMode, Control, Encoder, Model, Options};
+use adain::{runtime, Encoder, Model};
 
 use adain::image_io::{collect_images, prepare, stem};
 
@@ -301,8 +304,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
         ),
         None => {
             let decoder = weights::locate_decoder(a.decoder.as_deref())?;
-            let model = Model::from_sources(&vgg, &decoder, &device)?;
-            let encoder = model.encoder.clone();
+            let engine = Engine::new(Model::from_sources(&vgg, &decoder, &device)?);
+            let encoder = engine.model.encoder.clone();
             adain::conv::warn_if_unavailable(a.precision);
             let source = format!(
                 "adain (decoder {}, precision {}, alpha {})",
@@ -310,13 +313,15 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 adain::conv::effective(a.precision),
                 a.alpha
             );
-            (Some(model), encoder, source)
+            (Some(engine), encoder, source)
         }
     };
-    let opts = Options {
+    // Self-stylization through the engine, on the prepared squares (content
+    // at its own size, as `adain stylize --content-size 0`).
+    let settings = Settings {
         alpha: a.alpha,
-        control: Control::Blend(vec![1.0]),
-        color: ColorMode::None,
+        content_size: 0,
+        ..Settings::default()
     };
 
     let load = |p: &Path| -> Result<Prepared> {
@@ -327,6 +332,18 @@ pub fn run(a: EvalArgs) -> Result<()> {
         .iter()
         .map(|p| load(p))
         .collect::<Result<Vec<_>>>()?;
+    let sources = match &model {
+        Some(_) => cs
+            .iter()
+            .map(|c| {
+                Ok(Source {
+                    image: DynamicImage::ImageRgb32F(image_io::from_tensor(&c.tensor)?),
+                    alpha: None,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
 
     let n_pairs = contents.len() * styles.len() - missing.len();
     let bar = indicatif::ProgressBar::new(n_pairs as u64);
@@ -354,29 +371,32 @@ pub fn run(a: EvalArgs) -> Result<()> {
                     let pic = image_io::load(p)?;
                     (to_square(&pic, a.size), None, Some(p.display().to_string()))
                 }
-                (None, Some(model)) => {
-                    let what = || {
-                        format!(
-                            "stylizing {} with {}",
-                            contents[i].display(),
-                            spath.display()
-                        )
+                (None, Some(engine)) => {
+                    let name = contents[i].display().to_string();
+                    let style = [Arc::new(Style {
+                        name: spath.display().to_string(),
+                        tensor: st.tensor.clone(),
+                        stats: None,
+                    })];
+                    let request = Request {
+                        content: &sources[i],
+                        content_name: &name,
+                        styles: &style,
+                        job: &Job::Single(0),
+                        masks: &[],
+                        settings: &settings,
                     };
-                    let style = std::slice::from_ref(&st.tensor);
+                    let run = || engine.stylize(&request, &mut |_| {});
                     if !warm {
                         // untimed warm-up (allocations, kernel selection)
-                        with_precision(a.precision, || model.stylize(&c.tensor, style, &opts))
-                            .with_context(what)?;
+                        with_precision(a.precision, run)?;
                         warm = true;
                     }
                     let t0 = Instant::now();
-                    let out =
-                        with_precision(a.precision, || model.stylize(&c.tensor, style, &opts))
-                            .with_context(what)?;
-                    let img = image_io::from_tensor(&out)?;
+                    let out = with_precision(a.precision, run)?;
                     let secs = t0.elapsed().as_secs_f64();
                     // scored as the 8-bit image it is saved as
-                    let img = DynamicImage::ImageRgb8(quantize(&img)).to_rgb32f();
+                    let img = DynamicImage::ImageRgb8(out).to_rgb32f();
                     let saved = save_path(i, j);
                     if let Some(p) = &saved {
                         image_io::save(p, &img, None, a.overwrite)?;
