@@ -197,6 +197,9 @@ impl Engine {
             (w, h)
         };
         let (sel, control): (Vec<&Arc<Style>>, Control) = match job {
+            Job::Single(i) if *i >= styles.len() => {
+                bail!("style {i} asked for, but {} given", styles.len())
+            }
             Job::Single(i) => (vec![&styles[*i]], Control::Blend(vec![1.0])),
             Job::Blend(wt) => (styles.iter().collect(), Control::Blend(wt.clone())),
             Job::Masked => (
