@@ -67,7 +67,8 @@ pub enum Strategy {
 /// Whole-image when it fits `limits.max_memory` (and no tile size is forced),
 /// else the largest tiles that fit beside the 8-bit picture and output.
 pub fn strategy(w: u32, h: u32, limits: &Limits) -> Strategy {
-    let (wp, hp) = (padded(w as usize), padded(h as usize));
+    // the padded image's size (a multiple of 8, as split_pad makes it)
+    let (wp, hp) = (round8(w as usize), round8(h as usize));
     let pixels = (wp * hp) as u64;
     if limits.tile.is_none() && pixels * BYTES_PER_PIXEL <= limits.max_memory {
         return Strategy::Whole;
@@ -102,10 +103,6 @@ pub fn strategy(w: u32, h: u32, limits: &Limits) -> Strategy {
 
 fn round8(n: usize) -> usize {
     n.div_ceil(STRIDE) * STRIDE
-}
-
-fn padded(n: usize) -> usize {
-    round8(n)
 }
 
 /// Splits 0..n (a multiple of 8) into spans of at most `tile` (multiples of 8)
