@@ -7,6 +7,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 echo "linking shared data (only training and the eval protocol need it):"
 bash scripts/link-shared.sh
+echo "system packages (ffmpeg, OpenCV, Chromium; only the missing ones):"
+bash scripts/system-deps.sh
 echo "building release binaries (several minutes the first time)..."
 cargo build --release --bins
 echo "done: target/release/adain and target/release/adain-train"

@@ -5,6 +5,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 bash scripts/link-shared.sh >/dev/null
+bash scripts/system-deps.sh
 if [ ! -e weights/vgg19-relu4_1.safetensors ] && [ -z "${ADAIN_WEIGHTS:-}" ]; then
   echo "error: weights/vgg19-relu4_1.safetensors is missing (it ships in git: see weights/README.md)" >&2
   exit 1

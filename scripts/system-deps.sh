@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# System programs and libraries from Debian that the video, server and
+# distributed paths need, installed only when missing (CI and a new machine
+# start without them). Called by scripts/setup.sh and scripts/test.sh.
+#   ffmpeg, ffprobe         adain video (frames piped through child processes)
+#   libopencv-dev, clang    the `opencv` crate (optical flow for --temporal flow)
+#   chromium(-driver)       the real-browser test of adain serve's page
+set -euo pipefail
+need=()
+command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+[ -e /usr/include/opencv4/opencv2/core.hpp ] || need+=(libopencv-dev)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev clang)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "installing missing system packages: ${need[*]}" >&2
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
