@@ -197,6 +197,7 @@ pub fn run(
         alpha: 1.0,
         control: Control::Blend(vec![1.0]),
         color: ColorMode::None,
+        smooth: None,
     };
     let mut rows = Vec::new();
     let mut push =

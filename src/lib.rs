@@ -23,6 +23,8 @@
 //! - [`io`], files:
 //!   - [`image_io`]: pictures in and out, size limits; [`atomic`]: crash-safe writes;
 //!   - [`weights`]: weight files, metadata, locations, embedded defaults, PyTorch import;
+//! - [`video`]: `adain video`: ffmpeg in and out, the temporal modes
+//!   (statistics smoothing, flow-guided blending), flicker metrics, resumable segments;
 //! - [`optim`]: optimisers (Adam with inverse-time decay; L-BFGS);
 //! - [`optimize`]: Gatys et al.'s method: the image itself optimised (`adain optimize`);
 //! - [`eval`]: scoring stylizers (style and content metrics, SSIM, reports);
@@ -40,6 +42,7 @@ pub mod optimize;
 pub mod runtime;
 #[doc(hidden)]
 pub mod testing;
+pub mod video;
 
 pub use io::{atomic, image_io, weights};
 pub use kernels::{alloc, amx, conv, winograd};

@@ -33,6 +33,10 @@ struct Cli {
 enum Cmd {
     /// Stylize content image(s) with style image(s), any size (tiled when large).
     Stylize(cmd::stylize::StylizeArgs),
+    /// Stylize a video: audio, timing and rotation kept, temporally stable, resumable.
+    Video(cmd::video::VideoArgs),
+    /// Measure a stylized video's flicker (E_fd, warping error) and style metrics.
+    EvalVideo(cmd::video::EvalVideoArgs),
     /// Score a stylizer (this decoder, or any tool's outputs) on content x style pairs.
     Eval(cmd::eval::EvalArgs),
     /// Gatys et al.'s method: optimise the output image itself (slow; no decoder needed).
@@ -60,7 +64,8 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
-    let quiet = matches!(&cli.cmd, Cmd::Stylize(a) if a.quiet);
+    let quiet = matches!(&cli.cmd, Cmd::Stylize(a) if a.quiet)
+        || matches!(&cli.cmd, Cmd::Video(a) if a.quiet);
     runtime::logging(quiet);
     if let Err(e) = run(cli) {
         // One line: the chain of contexts joined.
@@ -72,6 +77,8 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Stylize(args) => cmd::stylize::run(args),
+        Cmd::Video(args) => cmd::video::run(args),
+        Cmd::EvalVideo(args) => cmd::video::eval(args),
         Cmd::Eval(args) => cmd::eval::run(args),
         Cmd::Optimize(args) => cmd::optimize::run_optimize(args),
         Cmd::Reconstruct(args) => cmd::optimize::run_reconstruct(args),

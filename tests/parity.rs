@@ -60,6 +60,7 @@ fn opts(alpha: f64) -> Options {
         alpha,
         control: Control::Blend(vec![1.0]),
         color: ColorMode::None,
+        smooth: None,
     }
 }
 
@@ -116,6 +117,7 @@ fn two_style_blend_matches() {
         alpha: 0.8,
         control: Control::Blend(vec![0.25, 0.75]),
         color: ColorMode::None,
+        smooth: None,
     };
     let out = fx.model.stylize(&fx.t["content"], &styles, &o).unwrap();
     check("out.blend", &out, &fx.t["out.blend"], TOL_OUT);
@@ -160,6 +162,7 @@ fn two_region_mask_matches() {
         alpha: 1.0,
         control: Control::Masks(vec![m0, m1]),
         color: ColorMode::None,
+        smooth: None,
     };
     let styles = [fx.t["style1"].clone(), fx.t["style2"].clone()];
     let out = fx.model.stylize(&fx.t["content"], &styles, &o).unwrap();

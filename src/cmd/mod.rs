@@ -2,8 +2,10 @@
 //! the work is in the library).
 
 pub mod bench;
+pub mod common;
 pub mod eval;
 pub mod optimize;
 pub mod sheet;
 pub mod stylize;
+pub mod video;
 pub mod weights;

@@ -6,10 +6,11 @@ use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use adain::conv::Precision;
-use adain::engine::{Engine, Limits, Plan, Progress, Settings};
+use adain::engine::{Limits, Plan, Progress, Settings};
 use adain::image_io::collect_images;
-use adain::{runtime, weights, ColorMode, Model};
+use adain::ColorMode;
+
+use super::common::ModelArgs;
 
 #[derive(Args)]
 pub struct StylizeArgs {
@@ -49,22 +50,8 @@ pub struct StylizeArgs {
     /// Centre-crop content and style to squares (the output is the cropped square).
     #[arg(long)]
     crop: bool,
-    /// VGG-19 encoder weights.
-    #[arg(long)]
-    vgg: Option<PathBuf>,
-    /// Decoder weights.
-    #[arg(long)]
-    decoder: Option<PathBuf>,
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
-    device: String,
-    /// Threads for the CPU kernels (0 = all cores).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// Convolution arithmetic: f32 (matches the PyTorch reference to ~1e-5), or
-    /// bf16 products with f32 sums on Intel AMX, several times faster (f32 is
-    /// used where the CPU has no AMX).
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    precision: Precision,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Refuse images (content, style, mask) whose header declares more pixels
     /// than this (default 16384^2 = 268 MP), before decoding them.
     #[arg(long, default_value_t = adain::image_io::DEFAULT_MAX_PIXELS)]
@@ -85,9 +72,6 @@ pub struct StylizeArgs {
 }
 
 pub fn run(a: StylizeArgs) -> Result<()> {
-    runtime::threads(a.threads);
-    adain::conv::set_precision(a.precision);
-    let device = runtime::device(&a.device)?;
     let contents = collect_images(&a.content, "content")?;
     let mut styles = Vec::new();
     for s in &a.style {
@@ -109,8 +93,7 @@ pub fn run(a: StylizeArgs) -> Result<()> {
     };
     // Every destination is checked before any work.
     let plan = Plan::new(contents, styles, &a.output, &a.ext, a.overwrite, settings)?;
-    let (vgg, decoder) = weights::locate_model(a.vgg.as_deref(), a.decoder.as_deref())?;
-    let engine = Engine::new(Model::from_sources(&vgg, &decoder, &device)?);
+    let engine = a.model.engine()?;
 
     let bar = ProgressBar::new(plan.items.len() as u64);
     if a.quiet || plan.items.len() < 2 {

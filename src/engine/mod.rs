@@ -20,6 +20,7 @@ pub use tile::Strategy;
 
 use crate::adain::Stats;
 use crate::image_io::{self, Source};
+use crate::stylize::StatsEma;
 use crate::{ColorMode, Control, Model, Options};
 
 /// A style image decoded and resized once, with its relu4_1 statistics when
@@ -146,6 +147,32 @@ impl Engine {
             }
         }
         let src = image_io::open_bytes(bytes, name, settings.limits.max_pixels)?;
+        let style = Arc::new(self.style_of(src, name, settings)?);
+        let mut c = self.cache.lock().expect("cache lock");
+        c.encoded += 1;
+        if c.entries.len() >= c.capacity {
+            c.entries.pop_front();
+        }
+        c.entries.push_back((key, style.clone()));
+        Ok(style)
+    }
+
+    /// A style from a decoded picture, not cached (a style video's frame).
+    pub fn style_frame(
+        &self,
+        img: &RgbImage,
+        name: &str,
+        settings: &Settings,
+    ) -> Result<Arc<Style>> {
+        let src = Source {
+            image: image::DynamicImage::ImageRgb8(img.clone()),
+            alpha: None,
+        };
+        Ok(Arc::new(self.style_of(src, name, settings)?))
+    }
+
+    fn style_of(&self, src: Source, name: &str, settings: &Settings) -> Result<Style> {
+        let with_stats = settings.color == ColorMode::None;
         image_io::check_min_side(Path::new(name), src.width(), src.height())?;
         let pic = src.to_picture();
         drop(src);
@@ -161,24 +188,28 @@ impl Engine {
         } else {
             None
         };
-        let style = Arc::new(Style {
+        Ok(Style {
             name: name.to_owned(),
             tensor,
             stats,
-        });
-        let mut c = self.cache.lock().expect("cache lock");
-        c.encoded += 1;
-        if c.entries.len() >= c.capacity {
-            c.entries.pop_front();
-        }
-        c.entries.push_back((key, style.clone()));
-        Ok(style)
+        })
     }
 
     /// Stylizes one picture. Returns the 8-bit output at the content's size
     /// (the square when cropping). Whole-image when it fits
     /// `settings.limits`, else tiled, with the same result.
     pub fn stylize(&self, r: &Request, progress: &mut dyn FnMut(Progress)) -> Result<RgbImage> {
+        self.stylize_smoothed(r, None, progress)
+    }
+
+    /// [`Self::stylize`] with the content statistics smoothed by `smooth`
+    /// (a video frame: see [`StatsEma`]).
+    pub fn stylize_smoothed(
+        &self,
+        r: &Request,
+        smooth: Option<&Arc<Mutex<StatsEma>>>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<RgbImage> {
         let Request {
             content,
             content_name,
@@ -211,6 +242,7 @@ impl Engine {
             alpha: settings.alpha,
             control,
             color: settings.color,
+            smooth: smooth.cloned(),
         };
         let names = || {
             let n: Vec<&str> = sel.iter().map(|s| s.name.as_str()).collect();

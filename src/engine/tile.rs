@@ -308,6 +308,18 @@ pub fn stylize_tiled(
         Some(_) => None,
     };
     let region_stats = sums.iter().map(pooled).collect::<Result<Vec<_>>>()?;
+    // video: smoothed over frames once per frame, before any tile uses them
+    let (whole, region_stats) = match (&opts.smooth, whole) {
+        (None, whole) => (whole, region_stats),
+        (Some(ema), Some(s)) => {
+            let mut e = ema.lock().expect("stats lock");
+            (e.apply_each(vec![Some(s)])?.pop().flatten(), region_stats)
+        }
+        (Some(ema), None) => (
+            None,
+            ema.lock().expect("stats lock").apply_each(region_stats)?,
+        ),
+    };
 
     // Pass 2: AdaIN with the pooled statistics, decode, keep the centres.
     let mut out = RgbImage::new(w as u32, h as u32);

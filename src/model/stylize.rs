@@ -2,6 +2,7 @@
 //! colour preservation), decode. Works on tensors; `main.rs` does the files.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
@@ -42,6 +43,9 @@ pub struct Options {
     pub alpha: f64,
     pub control: Control,
     pub color: ColorMode,
+    /// Video: the content statistics smoothed over frames (`None`: this
+    /// picture's own, as for stills).
+    pub smooth: Option<Arc<Mutex<StatsEma>>>,
 }
 
 /// Encoder + decoder, ready to stylize.
@@ -172,6 +176,7 @@ impl Model {
                     ContentStats::Regions(regions.into_iter().zip(stats).collect())
                 }
             };
+            let content_stats = smoothed(content_stats, opts)?;
             self.target(&c, &content_stats, styles, opts)?
         };
         let out = self.decoder.decode(t)?;
@@ -237,6 +242,72 @@ impl ContentColor {
 pub enum ContentStats {
     Whole(Stats),
     Regions(Vec<(Tensor, Option<Stats>)>),
+}
+
+/// An exponential moving average of the content statistics over the frames
+/// of a video (per region with masks): frame t uses
+/// `m_t = momentum * m_{t-1} + (1 - momentum) * (this frame's)`, the same for
+/// the std. Stops brightness and colour pumping; not texture flicker.
+#[derive(Debug, Clone)]
+pub struct StatsEma {
+    pub momentum: f64,
+    /// Per region (one for the whole frame); `None` before the first frame
+    /// that has it.
+    pub state: Vec<Option<Stats>>,
+}
+
+impl StatsEma {
+    pub fn new(momentum: f64) -> Self {
+        Self {
+            momentum,
+            state: Vec::new(),
+        }
+    }
+
+    /// This frame's statistics folded in; returns the smoothed ones.
+    pub fn apply(&mut self, cs: ContentStats) -> Result<ContentStats> {
+        Ok(match cs {
+            ContentStats::Whole(s) => ContentStats::Whole(self.mix(0, s)?),
+            ContentStats::Regions(v) => {
+                let (masks, stats): (Vec<_>, Vec<_>) = v.into_iter().unzip();
+                ContentStats::Regions(masks.into_iter().zip(self.apply_each(stats)?).collect())
+            }
+        })
+    }
+
+    /// [`Self::apply`] on per-region statistics (`None`: a region absent
+    /// from this frame, which leaves its average as it was).
+    pub fn apply_each(&mut self, stats: Vec<Option<Stats>>) -> Result<Vec<Option<Stats>>> {
+        stats
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| s.map(|s| self.mix(i, s)).transpose())
+            .collect()
+    }
+
+    fn mix(&mut self, i: usize, s: Stats) -> Result<Stats> {
+        if self.state.len() <= i {
+            self.state.resize(i + 1, None);
+        }
+        let m = self.momentum;
+        let new = match self.state[i].take() {
+            Some(p) => Stats {
+                mean: ((p.mean * m)? + (s.mean * (1.0 - m))?)?,
+                std: ((p.std * m)? + (s.std * (1.0 - m))?)?,
+            },
+            None => s,
+        };
+        self.state[i] = Some(new.clone());
+        Ok(new)
+    }
+}
+
+/// The content statistics AdaIN should use: smoothed when `opts` says so.
+pub fn smoothed(cs: ContentStats, opts: &Options) -> Result<ContentStats> {
+    match &opts.smooth {
+        Some(ema) => ema.lock().expect("stats lock").apply(cs),
+        None => Ok(cs),
+    }
 }
 
 /// The masks (one 0/1 [H,W] per style, content size `(h, w)`) at feature
