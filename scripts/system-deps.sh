@@ -3,11 +3,13 @@
 # distributed paths need, installed only when missing (CI and a new machine
 # start without them). Called by scripts/setup.sh and scripts/test.sh.
 #   ffmpeg, ffprobe         adain video (frames piped through child processes)
+#   mkvmerge (mkvtoolnix)   adain video: variable-frame-rate timestamps put back
 #   libopencv-dev, clang    the `opencv` crate (optical flow for --temporal flow)
 #   chromium(-driver)       the real-browser test of adain serve's page
 set -euo pipefail
 need=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+command -v mkvmerge >/dev/null 2>&1 || need+=(mkvtoolnix)
 [ -e /usr/include/opencv4/opencv2/core.hpp ] || need+=(libopencv-dev)
 ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || need+=(libclang-dev clang)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

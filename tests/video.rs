@@ -525,3 +525,75 @@ fn a_missing_ffmpeg_says_how_to_install_it() {
         .unwrap();
     fails_with(&o, &["ffmpeg", "apt-get install ffmpeg"]);
 }
+
+/// Presentation times of a file's video packets, sorted, from the first.
+fn times(p: &Path) -> Vec<f64> {
+    let o = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts_time",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(p)
+        .output()
+        .unwrap();
+    let mut t: Vec<f64> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| l.trim().trim_end_matches(',').parse().unwrap())
+        .collect();
+    t.sort_by(f64::total_cmp);
+    let t0 = t[0];
+    t.iter().map(|v| v - t0).collect()
+}
+
+#[test]
+fn variable_frame_rate_timestamps_pass_through() {
+    let d = tempfile::tempdir().unwrap();
+    let input = d.path().join("vfr.mp4");
+    // every fourth frame dropped, the others keep their times: irregular steps
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x48:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine",
+        "-t",
+        "1.2",
+        "-vf",
+        "select='not(eq(mod(n\\,4)\\,1))'",
+        "-fps_mode",
+        "vfr",
+        "-c:v",
+        "libx264",
+        "-c:a",
+        "aac",
+        input.to_str().unwrap(),
+    ]);
+    let ti = times(&input);
+    let steps: std::collections::BTreeSet<i64> = ti
+        .windows(2)
+        .map(|w| ((w[1] - w[0]) * 1000.0).round() as i64)
+        .collect();
+    assert!(steps.len() > 1, "the input is variable-rate: {steps:?}");
+    for ext in ["mp4", "mkv"] {
+        let out = d.path().join(format!("out.{ext}"));
+        ok(&video(&input, &out, &["--temporal", "none"]));
+        let to = times(&out);
+        assert_eq!(to.len(), ti.len(), "{ext}: frame count");
+        for (k, (a, b)) in ti.iter().zip(&to).enumerate() {
+            assert!(
+                (a - b).abs() <= 0.0015,
+                "{ext}: frame {k} at {b}, input at {a}"
+            );
+        }
+        assert_eq!(stream(&probe(&out), "audio").len(), 1);
+    }
+}

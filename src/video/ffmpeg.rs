@@ -78,6 +78,9 @@ pub struct Probe {
     pub codec: String,
     /// Codec name of every audio stream, in order.
     pub audio: Vec<String>,
+    /// A variable frame rate: every frame's presentation time in seconds
+    /// from the first (`None`: the frames sit on the `rate` grid).
+    pub times: Option<Vec<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -196,7 +199,10 @@ pub fn probe(path: &Path) -> Result<Probe> {
         .find_map(|d| d.get("rotation").and_then(|r| r.as_i64()))
         .or_else(|| v.tags.get("rotate").and_then(|r| r.parse::<i64>().ok()))
         .unwrap_or(0);
+    let times = frame_times(path)?;
+    let times = (!on_grid(&times, rate)).then_some(times);
     Ok(Probe {
+        times,
         path: path.to_owned(),
         width,
         height,
@@ -208,6 +214,79 @@ pub fn probe(path: &Path) -> Result<Probe> {
         codec: v.codec_name.clone().unwrap_or_default(),
         audio,
     })
+}
+
+/// Presentation times of the video packets (seconds, sorted, from the
+/// first); empty when the container gives none.
+fn frame_times(path: &Path) -> Result<Vec<f64>> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts_time",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .map_err(|_| anyhow::anyhow!("ffprobe not found: {INSTALL_HINT}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut t: Vec<f64> = Vec::new();
+    for line in text.lines() {
+        match line.trim().trim_end_matches(',').parse::<f64>() {
+            Ok(v) => t.push(v),
+            Err(_) => return Ok(Vec::new()), // N/A: no timestamps to keep
+        }
+    }
+    t.sort_by(f64::total_cmp);
+    if let Some(&t0) = t.first() {
+        t.iter_mut().for_each(|v| *v -= t0);
+    }
+    Ok(t)
+}
+
+/// Whether frame times are those of a constant `rate` (to a quarter frame).
+fn on_grid(times: &[f64], rate: Rational) -> bool {
+    let step = rate.den as f64 / rate.num as f64;
+    times
+        .iter()
+        .enumerate()
+        .all(|(i, &t)| (t - i as f64 * step).abs() <= step / 4.0)
+}
+
+/// Gives the video stream of `video` (Matroska) the frame times `times`
+/// (seconds) with mkvmerge: what passes variable-frame-rate timing through.
+pub fn retime(video: &Path, times: &[f64], out: &Path) -> Result<()> {
+    let ts = out.with_extension("timestamps.txt");
+    let mut text = String::from("# timestamp format v2\n");
+    for t in times {
+        text.push_str(&format!("{:.6}\n", t * 1000.0));
+    }
+    std::fs::write(&ts, text).with_context(|| format!("{}: cannot write", ts.display()))?;
+    let o = Command::new("mkvmerge")
+        .arg("-q")
+        .arg("-o")
+        .arg(out)
+        .arg("--timestamps")
+        .arg(format!("0:{}", ts.display()))
+        .arg(video)
+        .output()
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "mkvmerge not found: a variable-frame-rate video needs it to keep its timing (Debian/Ubuntu: apt-get install mkvtoolnix)"
+            )
+        })?;
+    // mkvmerge exits 1 for warnings, 2 for errors
+    if o.status.code().is_none_or(|c| c > 1) {
+        bail!(
+            "{}: mkvmerge failed ({})",
+            video.display(),
+            last_line(&String::from_utf8_lossy(&o.stdout)).unwrap_or("no message")
+        );
+    }
+    Ok(())
 }
 
 impl Probe {
@@ -617,16 +696,28 @@ pub fn run(args: &[String], what: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The stylized video stream: segments to join, or one file.
+pub enum Video<'a> {
+    /// An ffmpeg concat list of segment files.
+    Segments(&'a Path),
+    File(&'a Path),
+}
+
 /// Joins the segments (listed in `list`, ffmpeg's concat demuxer) into
 /// `out` without re-encoding the video, with every audio stream of `input`
 /// copied (re-encoded only where the container cannot hold it, said on
 /// stderr) and the input's rotation and metadata. `out` is written as
 /// `muxer` whatever its name (the caller renames it into place).
-pub fn mux(list: &Path, input: &Probe, out: &Path, muxer: &str) -> Result<()> {
-    let mut a: Vec<String> = ["-f", "concat", "-safe", "0", "-i"]
-        .map(String::from)
-        .to_vec();
-    a.push(list.display().to_string());
+pub fn mux(video: &Video, input: &Probe, out: &Path, muxer: &str) -> Result<()> {
+    let mut a: Vec<String> = match video {
+        Video::Segments(list) => ["-f", "concat", "-safe", "0", "-i"]
+            .map(String::from)
+            .to_vec()
+            .into_iter()
+            .chain([list.display().to_string()])
+            .collect(),
+        Video::File(f) => vec!["-i".into(), f.display().to_string()],
+    };
     a.push("-i".into());
     a.push(input.path.display().to_string());
     a.extend(

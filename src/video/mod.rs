@@ -364,8 +364,42 @@ pub fn run(
             .and_then(|e| e.to_str())
             .unwrap_or("mp4")
     );
+    let timed = parts.join("timed.mkv");
+    let video = match &input.times {
+        // variable frame rate: the segments joined, then every frame's time put back
+        Some(times) => {
+            if times.len() as u64 != index {
+                bail!(
+                    "{}: {} frame times for {index} frames decoded",
+                    job.input.display(),
+                    times.len()
+                );
+            }
+            let joined = parts.join("joined.mkv");
+            ffmpeg::run(
+                &[
+                    "-f",
+                    "concat",
+                    "-safe",
+                    "0",
+                    "-i",
+                    &list.display().to_string(),
+                    "-c",
+                    "copy",
+                    "-f",
+                    "matroska",
+                    &joined.display().to_string(),
+                ]
+                .map(String::from),
+                &job.input,
+            )?;
+            ffmpeg::retime(&joined, times, &timed)?;
+            ffmpeg::Video::File(&timed)
+        }
+        None => ffmpeg::Video::Segments(&list),
+    };
     crate::atomic::write_via_path(&job.output, &suffix, |tmp| {
-        ffmpeg::mux(&list, &input, tmp, muxer)
+        ffmpeg::mux(&video, &input, tmp, muxer)
     })?;
     let _ = std::fs::remove_dir_all(&parts);
     let seconds = started.elapsed().as_secs_f64();
