@@ -13,21 +13,28 @@ style="${1:-data/eval/style/styleid_wikiart_03.png}"
 clip=runs/clip/clip.mp4
 [ -e $clip ] || bash scripts/make-clip.sh $clip
 out=runs/clip
-run() { # name, args...: quality (with --metrics) and speed (without) runs
-  local name=$1; shift
-  $B video -c $clip -s "$style" -o $out/$name.mp4 --overwrite -q --metrics --json $out/$name.json "$@"
-  $B video -c $clip -s "$style" -o $out/$name-speed.mp4 --overwrite -q --json $out/$name-speed.json "$@"
-}
-run none --temporal none
-run stats --temporal stats
-run flow --temporal flow
-# adain stylize on the same frames, one process for all (the style encoded once)
-rm -rf $out/frames $out/frames-styled && mkdir -p $out/frames
-ffmpeg -v error -i $clip -frames:v 48 $out/frames/f%03d.png
-t0=$(date +%s.%N)
-$B stylize -c $out/frames -s "$style" -o $out/frames-styled --content-size 0 --ext png -q
-t1=$(date +%s.%N)
-stylize_fps=$(python3 -c "print(f'{48/($t1-$t0):.2f}')")
+# PHASE=quality (flicker and style: any load), speed (wall time: a quiet
+# machine) or all (default); the table is written from what exists.
+phase=${PHASE:-all}
+modes="none stats flow"
+if [ "$phase" != speed ]; then
+  for m in $modes; do
+    $B video -c $clip -s "$style" -o $out/$m.mp4 --overwrite -q --metrics --json $out/$m.json --temporal $m
+  done
+fi
+if [ "$phase" != quality ]; then
+  for m in $modes; do
+    $B video -c $clip -s "$style" -o $out/$m-speed.mp4 --overwrite -q --json $out/$m-speed.json --temporal $m
+  done
+  # adain stylize on the same frames, one process for all (the style encoded once)
+  rm -rf $out/frames $out/frames-styled && mkdir -p $out/frames
+  ffmpeg -v error -i $clip -frames:v 48 $out/frames/f%03d.png
+  t0=$(date +%s.%N)
+  $B stylize -c $out/frames -s "$style" -o $out/frames-styled --content-size 0 --ext png -q
+  t1=$(date +%s.%N)
+  python3 -c "print(f'{48/($t1-$t0):.2f}')" > $out/stylize-fps.txt
+fi
+stylize_fps=$(cat $out/stylize-fps.txt 2>/dev/null || echo "?")
 python3 - "$style" "$stylize_fps" <<'PY'
 import json, sys, platform
 style, sfps = sys.argv[1], sys.argv[2]
@@ -35,7 +42,9 @@ cpu = next((l.split(':',1)[1].strip() for l in open('/proc/cpuinfo') if l.starts
 rows = []
 base = json.load(open('runs/clip/none.json'))
 for name in ['none', 'stats', 'flow']:
-    q = json.load(open(f'runs/clip/{name}.json')); s = json.load(open(f'runs/clip/{name}-speed.json'))
+    q = json.load(open(f'runs/clip/{name}.json'))
+    try: s = json.load(open(f'runs/clip/{name}-speed.json'))
+    except FileNotFoundError: s = {'fps': float('nan')}
     st = q['style']
     rel = lambda k, v: f"{100*(v/base[k]-1):+.0f}%" if name != 'none' else ''
     rows.append(f"| `{name}` | {q['e_fd']:.5f} {rel('e_fd', q['e_fd'])} | {q['e_warp']:.5f} {rel('e_warp', q['e_warp'])} "
@@ -60,3 +69,9 @@ encode H.264) without `--metrics`.
 open('docs/bench-video.md', 'w').write(md)
 print(md)
 PY
+# the README's frame strip: input frames over the flow mode's, four moments of the clip
+ffmpeg -v error -y -i $clip -i $out/flow.mp4 -filter_complex "
+  [0]select='eq(n\,12)+eq(n\,60)+eq(n\,130)+eq(n\,200)',scale=320:180,tile=4x1[a];
+  [1]select='eq(n\,12)+eq(n\,60)+eq(n\,130)+eq(n\,200)',scale=320:180,tile=4x1[b];
+  [a][b]vstack" -frames:v 1 -q:v 3 docs/video-strip.jpg
+echo "wrote docs/bench-video.md, docs/video-strip.jpg"

@@ -341,11 +341,19 @@ pub fn run(
     let enc_result = encoder.join().expect("encoder thread");
     drop(dec_rx);
     let dec_result = decoder.join().expect("decoder thread");
-    result?;
-    enc_result?;
-    dec_result?;
-    if index == 0 {
-        bail!("{}: the video has no frames", job.input.display());
+    let done = result
+        .and(enc_result)
+        .and(dec_result)
+        .and_then(|()| match index {
+            0 => bail!("{}: the video has no frames", job.input.display()),
+            _ => Ok(()),
+        });
+    if let Err(e) = done {
+        // keep the parts only when there is something to resume
+        if !parts.join(state_name(0)).is_file() {
+            let _ = std::fs::remove_dir_all(&parts);
+        }
+        return Err(e);
     }
     let segments = index.div_ceil(job.segment_frames);
 
