@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod eval;
 pub mod optimize;
+pub mod serve;
 pub mod sheet;
 pub mod stylize;
 pub mod weights;
