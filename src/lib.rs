@@ -29,7 +29,8 @@
 //! - [`optimize`]: Gatys et al.'s method: the image itself optimised (`adain optimize`);
 //! - [`eval`]: scoring stylizers (style and content metrics, SSIM, reports);
 //! - [`runtime`]: device, threads, logging and error reporting for the binaries;
-//! - [`bench`]: `adain bench`'s workloads, FLOP counts and peak memory.
+//! - [`bench`]: `adain bench`'s workloads, FLOP counts and peak memory;
+//! - [`server`]: `adain serve`: the HTTP API, the web page, the worker pool.
 
 pub mod bench;
 pub mod engine;
@@ -40,6 +41,7 @@ pub mod model;
 pub mod optim;
 pub mod optimize;
 pub mod runtime;
+pub mod server;
 #[doc(hidden)]
 pub mod testing;
 pub mod video;

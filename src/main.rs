@@ -60,6 +60,9 @@ enum Cmd {
     /// 100% of the peak. Without a decoder a formula one is used (weights do not
     /// change the timing). scripts/bench-vs-pytorch.sh compares with PyTorch.
     Bench(cmd::bench::BenchArgs),
+    /// HTTP API and web page (live preview, webcam) on one loaded model:
+    /// POST /v1/stylize, GET /v1/styles, /healthz, /metrics, /openapi.json.
+    Serve(cmd::serve::ServeArgs),
 }
 
 fn main() {
@@ -86,5 +89,6 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Convert(args) => cmd::weights::convert(args),
         Cmd::Info(args) => cmd::weights::info(args),
         Cmd::Bench(args) => cmd::bench::run(args),
+        Cmd::Serve(args) => cmd::serve::run(args),
     }
 }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod common;
 pub mod eval;
 pub mod optimize;
+pub mod serve;
 pub mod sheet;
 pub mod stylize;
 pub mod video;

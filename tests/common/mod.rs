@@ -24,6 +24,8 @@ pub fn vgg_path() -> PathBuf {
         .expect("VGG weights not found: run scripts/setup.sh (links ../shared/weights) or set ADAIN_WEIGHTS")
 }
 
+pub mod serve;
+
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")

@@ -1,0 +1,185 @@
+//! `adain serve`: flags onto [`adain::server`]: the model loaded once, the
+//! gallery prepared, the listening address printed, Ctrl-C/SIGTERM handled.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use adain::conv::Precision;
+use adain::engine::{Engine, Limits, Settings};
+use adain::server::{self, gallery::Gallery, pool::Pool, AppState, Config};
+use adain::{runtime, weights, Model};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on: loopback by default; another address exposes the
+    /// server to the network (give it a --token-file).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port (0 picks a free one; the address is printed on start).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Directory of paintings offered as the gallery (ids from file names);
+    /// their statistics are computed at start-up.
+    #[arg(long)]
+    styles: Option<PathBuf>,
+    /// Stylization workers (each uses every core's kernels; more than 1 helps
+    /// only when a request leaves cores idle).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Requests that may wait for a worker; more get 503 with Retry-After.
+    #[arg(long, default_value_t = 16)]
+    queue: usize,
+    /// Largest request body (e.g. 32MB, 8MiB).
+    #[arg(long, default_value = "32MB", value_parser = adain::runtime::parse_size)]
+    max_upload: u64,
+    /// Refuse pictures whose header declares more pixels than this, before
+    /// decoding them (default 8192^2).
+    #[arg(long, default_value_t = 8192 * 8192)]
+    max_pixels: u64,
+    /// Working-memory budget of one stylization: larger ones run in tiles.
+    #[arg(long, default_value = "1GiB", value_parser = adain::runtime::parse_size)]
+    max_memory: u64,
+    /// File holding a bearer token every /v1 call must present.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Allow cross-origin calls from this origin (e.g. https://example.org, or *).
+    #[arg(long)]
+    cors: Option<String>,
+    /// Per-request limit in seconds, queue wait included (504 after it).
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Default shorter side of the styles (gallery styles are prepared at it).
+    #[arg(long, default_value_t = 512)]
+    style_size: u32,
+    /// VGG-19 encoder weights.
+    #[arg(long)]
+    vgg: Option<PathBuf>,
+    /// Decoder weights.
+    #[arg(long)]
+    decoder: Option<PathBuf>,
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    device: String,
+    /// Threads for the CPU kernels (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Convolution arithmetic (as `adain stylize --precision`).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
+}
+
+pub fn run(a: ServeArgs) -> Result<()> {
+    runtime::threads(a.threads);
+    adain::conv::set_precision(a.precision);
+    let device = runtime::device(&a.device)?;
+    if a.timeout == 0 {
+        bail!("--timeout 0: must be at least 1 second");
+    }
+    let token = match &a.token_file {
+        Some(f) => {
+            let t = std::fs::read_to_string(f)
+                .with_context(|| format!("--token-file {}: cannot read", f.display()))?;
+            let t = t.trim().to_owned();
+            if t.is_empty() {
+                bail!("--token-file {}: the file is empty", f.display());
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    let cors = match &a.cors {
+        Some(o) => Some(
+            axum::http::HeaderValue::from_str(o)
+                .map_err(|_| anyhow::anyhow!("--cors {o}: not a valid origin"))?,
+        ),
+        None => None,
+    };
+    if !a.host.is_loopback() && token.is_none() {
+        tracing::warn!(
+            "listening on {} without --token-file: anyone on the network can use it",
+            a.host
+        );
+    }
+    let defaults = Settings {
+        style_size: a.style_size,
+        limits: Limits {
+            max_pixels: a.max_pixels,
+            max_memory: a.max_memory,
+            tile: None,
+        },
+        ..Settings::default()
+    };
+    let (vgg, decoder) = weights::locate_model(a.vgg.as_deref(), a.decoder.as_deref())?;
+    let engine = Arc::new(Engine::new(Model::from_sources(&vgg, &decoder, &device)?));
+    let gallery = match &a.styles {
+        Some(dir) => Gallery::load(dir, &engine, &defaults).context("--styles")?,
+        None => Gallery::default(),
+    };
+    let config = Config {
+        max_upload: usize::try_from(a.max_upload).unwrap_or(usize::MAX),
+        timeout: Duration::from_secs(a.timeout),
+        token,
+        cors,
+        defaults,
+    };
+    let state = Arc::new(AppState::new(
+        engine,
+        gallery,
+        Pool::new(a.workers, a.queue),
+        config,
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("adain-http")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let addr = SocketAddr::new(a.host, a.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        // tests and scripts read this line for the port
+        println!("listening on http://{local}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        tracing::info!(
+            "{} gallery styles, {} worker(s), queue {}",
+            state.gallery.len(),
+            state.pool.workers(),
+            a.queue
+        );
+        server::serve(listener, state, shutdown_signal())
+            .await
+            .context("server")?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

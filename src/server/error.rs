@@ -1,0 +1,100 @@
+//! The server's error type: what went wrong, as the status code a client can
+//! act on (a bad form is a 400, a picture that cannot be read a 422, a full
+//! queue a 503), written as `{"error": "..."}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+/// One failed request; the message is one line naming the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A missing field or a bad value (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No token, or the wrong one (401).
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    /// An unknown style id or path (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The upload passes `--max-upload` (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// A picture that cannot be decoded, is too small, or declares more pixels
+    /// than `--max-pixels` (422).
+    #[error("{0}")]
+    BadImage(String),
+    /// Every worker busy and the queue full (503), with the seconds to wait.
+    #[error("server busy: the queue is full, retry in {0} s")]
+    Busy(u64),
+    /// The request passed `--timeout` (504).
+    #[error("request timed out after {0} s")]
+    Timeout(u64),
+    /// Shutting down: no new work (503).
+    #[error("server is shutting down")]
+    ShuttingDown,
+    /// Anything else: the server's fault (500).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BadImage(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Busy(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// An anyhow chain as one line, as the binaries print it.
+    pub fn line(e: &anyhow::Error) -> String {
+        format!("{e:#}").replace('\n', " ")
+    }
+
+    pub fn bad_request(e: anyhow::Error) -> Self {
+        ApiError::BadRequest(Self::line(&e))
+    }
+
+    pub fn bad_image(e: anyhow::Error) -> Self {
+        ApiError::BadImage(Self::line(&e))
+    }
+
+    pub fn internal(e: anyhow::Error) -> Self {
+        ApiError::Internal(Self::line(&e))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!("{status}: {self}");
+        }
+        let mut r = (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response();
+        let h = r.headers_mut();
+        match self {
+            ApiError::Busy(secs) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            ApiError::ShuttingDown => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(5u64));
+            }
+            ApiError::Unauthorized => {
+                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        r
+    }
+}
