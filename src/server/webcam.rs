@@ -39,6 +39,9 @@ pub fn parse_temporal(s: &str) -> Result<Temporal, ApiError> {
 pub struct Stream {
     engine: Arc<Engine>,
     styles: Vec<Arc<Style>>,
+    /// Gallery files still to prepare for a colour mode (on the first frame,
+    /// on a worker: colour modes need the style image, not its statistics).
+    unprepared: Vec<(Arc<Vec<u8>>, String)>,
     job: Job,
     settings: Settings,
     temporal: Temporal,
@@ -53,7 +56,7 @@ impl Stream {
     /// `temporal`. Errors before the upgrade are plain HTTP errors.
     pub fn from_query(st: &AppState, q: &[(String, String)]) -> Result<Stream, ApiError> {
         let mut styles = Vec::new();
-        let mut names = Vec::new();
+        let mut sources = Vec::new();
         let mut alpha = 1.0;
         let mut weights = None;
         let mut color = ColorMode::None;
@@ -71,7 +74,7 @@ impl Stream {
                         ApiError::NotFound(format!("style_id `{v}`: no such gallery style"))
                     })?;
                     styles.push(e.style.clone());
-                    names.push(e);
+                    sources.push((e.bytes.clone(), e.name.clone()));
                 }
                 "alpha" => alpha = num(k, v)?,
                 "style_weights" => {
@@ -124,17 +127,16 @@ impl Stream {
             Some(w) => Job::Blend(w),
             None => Job::Single(0),
         };
-        if color != ColorMode::None {
-            // colour modes need the style image itself, not the gallery's statistics
-            styles = names
-                .iter()
-                .map(|e| st.engine.style_bytes(&e.bytes, &e.name, &settings))
-                .collect::<Result<_>>()
-                .map_err(ApiError::internal)?;
-        }
+        let unprepared = if color == ColorMode::None {
+            Vec::new()
+        } else {
+            styles.clear();
+            sources
+        };
         Ok(Stream {
             engine: st.engine.clone(),
             styles,
+            unprepared,
             job,
             settings,
             temporal,
@@ -144,6 +146,14 @@ impl Stream {
 
     /// The next frame of this stream, stylized.
     pub fn frame(&mut self, rgb: &RgbImage) -> Result<RgbImage> {
+        if !self.unprepared.is_empty() {
+            self.styles = self
+                .unprepared
+                .iter()
+                .map(|(bytes, name)| self.engine.style_bytes(bytes, name, &self.settings))
+                .collect::<Result<_>>()?;
+            self.unprepared.clear();
+        }
         if self.stylizer.is_none() {
             self.stylizer = Some(FrameStylizer::new(
                 self.engine.clone(),
