@@ -34,7 +34,11 @@ impl Drop for Driver {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start_driver() -> (Driver, String) {
@@ -55,7 +59,10 @@ fn start_driver() -> (Driver, String) {
     let url = format!("http://127.0.0.1:{port}");
     let t = Instant::now();
     while ureq::get(format!("{url}/status")).call().is_err() {
-        assert!(t.elapsed() < Duration::from_secs(30), "chromedriver did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "chromedriver did not start"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     (Driver(child), url)
@@ -65,7 +72,10 @@ fn start_driver() -> (Driver, String) {
 async fn until(c: &fantoccini::Client, what: &str, script: &str, secs: u64) -> Value {
     let t = Instant::now();
     loop {
-        let v = c.execute(&format!("return {script};"), vec![]).await.unwrap();
+        let v = c
+            .execute(&format!("return {script};"), vec![])
+            .await
+            .unwrap();
         let truthy = match &v {
             Value::Null | Value::Bool(false) => false,
             Value::String(s) => !s.is_empty(),
@@ -77,7 +87,10 @@ async fn until(c: &fantoccini::Client, what: &str, script: &str, secs: u64) -> V
         }
         if t.elapsed() > Duration::from_secs(secs) {
             let status = c
-                .execute("return document.getElementById('status').textContent;", vec![])
+                .execute(
+                    "return document.getElementById('status').textContent;",
+                    vec![],
+                )
                 .await
                 .unwrap();
             panic!("timed out waiting for {what} ({script}); page status: {status}");
@@ -148,7 +161,11 @@ async fn the_page_stylizes_previews_downloads_and_runs_the_webcam() {
     let dir = tempfile::tempdir().unwrap();
     let gallery = dir.path().join("gallery");
     std::fs::create_dir_all(&gallery).unwrap();
-    std::fs::copy(root.join("examples/painting.jpg"), gallery.join("painting.jpg")).unwrap();
+    std::fs::copy(
+        root.join("examples/painting.jpg"),
+        gallery.join("painting.jpg"),
+    )
+    .unwrap();
     common::save(&common::gradient(96, 96, 4), &gallery.join("gradient.png"));
     let server = Server::start(&["--styles", gallery.to_str().unwrap(), "--style-size", "256"]);
     let (_driver, driver_url) = start_driver();
@@ -178,7 +195,13 @@ async fn the_page_stylizes_previews_downloads_and_runs_the_webcam() {
         .expect("cannot start a Chromium session");
 
     c.goto(&format!("{}/", server.url)).await.unwrap();
-    until(&c, "the gallery", "document.querySelectorAll('#gallery input').length === 2", 30).await;
+    until(
+        &c,
+        "the gallery",
+        "document.querySelectorAll('#gallery input').length === 2",
+        30,
+    )
+    .await;
 
     // every control has a label; the status is announced
     let unlabelled = c
@@ -191,12 +214,22 @@ async fn the_page_stylizes_previews_downloads_and_runs_the_webcam() {
         .unwrap();
     assert_eq!(unlabelled, json!([]), "controls without a label");
     let token_shown = c
-        .execute("return getComputedStyle(document.getElementById('token-row')).display;", vec![])
+        .execute(
+            "return getComputedStyle(document.getElementById('token-row')).display;",
+            vec![],
+        )
         .await
         .unwrap();
-    assert_eq!(token_shown, json!("none"), "no token asked for when the server needs none");
+    assert_eq!(
+        token_shown,
+        json!("none"),
+        "no token asked for when the server needs none"
+    );
     let live = c.find(Locator::Id("status")).await.unwrap();
-    assert_eq!(live.attr("aria-live").await.unwrap().as_deref(), Some("polite"));
+    assert_eq!(
+        live.attr("aria-live").await.unwrap().as_deref(),
+        Some("polite")
+    );
 
     // a photo, then a gallery style: the full-size result
     let photo = root.join("examples/photo.jpg");
@@ -212,9 +245,18 @@ async fn the_page_stylizes_previews_downloads_and_runs_the_webcam() {
         .click()
         .await
         .unwrap();
-    until(&c, "a first result", "document.body.dataset.fulls === '1'", 120).await;
+    until(
+        &c,
+        "a first result",
+        "document.body.dataset.fulls === '1'",
+        120,
+    )
+    .await;
     let checked = c
-        .execute("return document.querySelector('#gallery input:checked').value;", vec![])
+        .execute(
+            "return document.querySelector('#gallery input:checked').value;",
+            vec![],
+        )
         .await
         .unwrap();
     assert_eq!(checked, json!("gradient"));
@@ -225,9 +267,18 @@ async fn the_page_stylizes_previews_downloads_and_runs_the_webcam() {
         .send_keys("\u{e014}") // ArrowRight
         .await
         .unwrap();
-    until(&c, "the painting's result", "document.body.dataset.fulls === '2'", 120).await;
+    until(
+        &c,
+        "the painting's result",
+        "document.body.dataset.fulls === '2'",
+        120,
+    )
+    .await;
     let checked = c
-        .execute("return document.querySelector('#gallery input:checked').value;", vec![])
+        .execute(
+            "return document.querySelector('#gallery input:checked').value;",
+            vec![],
+        )
         .await
         .unwrap();
     assert_eq!(checked, json!("painting"));
@@ -239,7 +290,13 @@ async fn the_page_stylizes_previews_downloads_and_runs_the_webcam() {
         .send_keys("\u{e012}\u{e012}\u{e012}\u{e012}") // ArrowLeft x4: 1.0 -> 0.8
         .await
         .unwrap();
-    until(&c, "a preview", "+(document.body.dataset.previews || 0) >= 1", 120).await;
+    until(
+        &c,
+        "a preview",
+        "+(document.body.dataset.previews || 0) >= 1",
+        120,
+    )
+    .await;
     until(
         &c,
         "the full size after the slider stopped",
@@ -256,7 +313,9 @@ async fn the_page_stylizes_previews_downloads_and_runs_the_webcam() {
         .await
         .unwrap();
     assert_eq!(size, json!([481, 320]), "the result has the photo's size");
-    let result = image::load_from_memory(&image_bytes(&c, "result").await).unwrap().to_rgb8();
+    let result = image::load_from_memory(&image_bytes(&c, "result").await)
+        .unwrap()
+        .to_rgb8();
     let original = image::open(&photo).unwrap().to_rgb8();
     assert!(
         mean_abs_diff(&result, &original) > 10.0,
@@ -269,13 +328,28 @@ async fn the_page_stylizes_previews_downloads_and_runs_the_webcam() {
     }
 
     // download: the link holds the full-size PNG, and clicking it saves it
-    let href = c.find(Locator::Id("download")).await.unwrap().attr("href").await.unwrap();
+    let href = c
+        .find(Locator::Id("download"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap();
     assert!(href.unwrap_or_default().starts_with("blob:"));
-    c.find(Locator::Id("download")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("download"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let file = downloads.join("stylized.png");
     let t = Instant::now();
     while !file.is_file() {
-        assert!(t.elapsed() < Duration::from_secs(30), "no download in {}", downloads.display());
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no download in {}",
+            downloads.display()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -283,8 +357,19 @@ async fn the_page_stylizes_previews_downloads_and_runs_the_webcam() {
     assert_eq!(saved, result, "the download is the result shown");
 
     // webcam mode on the fake camera: frames come back over the WebSocket
-    c.find(Locator::Id("webcam")).await.unwrap().click().await.unwrap();
-    until(&c, "webcam frames", "+(document.body.dataset.camFrames || 0) >= 3", 120).await;
+    c.find(Locator::Id("webcam"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "webcam frames",
+        "+(document.body.dataset.camFrames || 0) >= 3",
+        120,
+    )
+    .await;
     let fps = until(
         &c,
         "the frame rate",
@@ -293,9 +378,20 @@ async fn the_page_stylizes_previews_downloads_and_runs_the_webcam() {
     )
     .await;
     assert!(fps.as_str().unwrap().ends_with("frames/s"));
-    let pressed = c.find(Locator::Id("webcam")).await.unwrap().attr("aria-pressed").await.unwrap();
+    let pressed = c
+        .find(Locator::Id("webcam"))
+        .await
+        .unwrap()
+        .attr("aria-pressed")
+        .await
+        .unwrap();
     assert_eq!(pressed.as_deref(), Some("true"));
-    c.find(Locator::Id("webcam")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("webcam"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 
     // phone width: one column, nothing wider than the screen
     c.set_window_size(390, 844).await.unwrap();
@@ -317,7 +413,11 @@ async fn the_page_stylizes_previews_downloads_and_runs_the_webcam() {
         )
         .await
         .unwrap();
-    assert_eq!(overflow, json!(0), "the page scrolls sideways at phone width: {wide}");
+    assert_eq!(
+        overflow,
+        json!(0),
+        "the page scrolls sideways at phone width: {wide}"
+    );
 
     c.close().await.unwrap();
     let m = server.get("/metrics").text();

@@ -94,11 +94,21 @@ fn stylize_equals_the_command_line_and_the_gallery_is_listed() {
     let want = cli(
         &photo,
         &[&upload],
-        &["--alpha", "0.7", "--content-size", "64", "--style-size", "128"],
+        &[
+            "--alpha",
+            "0.7",
+            "--content-size",
+            "64",
+            "--style-size",
+            "128",
+        ],
         &dir.path().join("cli1.png"),
     );
     assert_eq!(served.dimensions(), (96, 80));
-    assert!(max_diff(&served, &want) <= 1, "served differs from adain stylize");
+    assert!(
+        max_diff(&served, &want) <= 1,
+        "served differs from adain stylize"
+    );
     assert!(max_diff(&served, &image::open(&photo).unwrap().to_rgb8()) > 30);
 
     // two gallery ids blended 1:3 with coral colour preservation
@@ -127,7 +137,10 @@ fn stylize_equals_the_command_line_and_the_gallery_is_listed() {
         ],
         &dir.path().join("cli2.png"),
     );
-    assert!(max_diff(&r.image(), &want) <= 1, "blend differs from adain stylize");
+    assert!(
+        max_diff(&r.image(), &want) <= 1,
+        "blend differs from adain stylize"
+    );
 
     // one gallery id (its statistics precomputed at start-up), default JPEG
     let form = Form::new()
@@ -181,11 +194,17 @@ fn stylize_equals_the_command_line_and_the_gallery_is_listed() {
         ],
         &dir.path().join("cli4.png"),
     );
-    assert!(max_diff(&r.image(), &want) <= 1, "masked differs from adain stylize");
+    assert!(
+        max_diff(&r.image(), &want) <= 1,
+        "masked differs from adain stylize"
+    );
 
     // metrics count what happened
     let m = s.get("/metrics").text();
-    assert!(m.contains("adain_http_requests_total{route=\"/v1/stylize\",status=\"200\"} 4"), "{m}");
+    assert!(
+        m.contains("adain_http_requests_total{route=\"/v1/stylize\",status=\"200\"} 4"),
+        "{m}"
+    );
     assert!(m.contains("adain_images_stylized_total 4"), "{m}");
     assert!(m.contains("adain_stylize_seconds_count 4"), "{m}");
     assert!(m.contains("adain_queue_depth 0"), "{m}");
@@ -215,24 +234,59 @@ fn every_bad_request_gets_its_status_and_a_one_line_json_error() {
     };
     let check = |form: Form, status: u16, needle: &str| {
         let r = s.post("/v1/stylize", &form);
-        assert_eq!(r.status, status, "want {status} for `{needle}`: {}", r.text());
-        assert!(r.content_type.starts_with("application/json"), "{}", r.content_type);
+        assert_eq!(
+            r.status,
+            status,
+            "want {status} for `{needle}`: {}",
+            r.text()
+        );
+        assert!(
+            r.content_type.starts_with("application/json"),
+            "{}",
+            r.content_type
+        );
         let e = r.error();
         assert!(e.contains(needle), "error `{e}` lacks `{needle}`");
         assert!(!e.contains('\n'));
     };
     assert_eq!(s.post("/v1/stylize", &ok()).status, 200);
 
-    check(Form::new().text("style_id", "wheat"), 400, "missing field `content`");
-    check(Form::new().file("content", photo.clone()), 400, "missing field `style`");
-    check(ok().text("alpha", "1.5"), 400, "alpha 1.5: must be between 0 and 1");
-    check(ok().text("alpha", "lots"), 400, "alpha `lots`: not a number");
+    check(
+        Form::new().text("style_id", "wheat"),
+        400,
+        "missing field `content`",
+    );
+    check(
+        Form::new().file("content", photo.clone()),
+        400,
+        "missing field `style`",
+    );
+    check(
+        ok().text("alpha", "1.5"),
+        400,
+        "alpha 1.5: must be between 0 and 1",
+    );
+    check(
+        ok().text("alpha", "lots"),
+        400,
+        "alpha `lots`: not a number",
+    );
     check(ok().text("format", "gif"), 400, "format `gif`");
-    check(ok().text("preserve_color", "sepia"), 400, "preserve_color `sepia`");
-    check(ok().text("style_weights", "1,2"), 400, "style_weights has 2 values for 1 styles");
+    check(
+        ok().text("preserve_color", "sepia"),
+        400,
+        "preserve_color `sepia`",
+    );
+    check(
+        ok().text("style_weights", "1,2"),
+        400,
+        "style_weights has 2 values for 1 styles",
+    );
     check(ok().text("colour", "x"), 400, "unknown field `colour`");
     check(
-        Form::new().file("content", photo.clone()).text("style_id", "starry-night"),
+        Form::new()
+            .file("content", photo.clone())
+            .text("style_id", "starry-night"),
         404,
         "style_id `starry-night`: no such gallery style",
     );
@@ -285,7 +339,11 @@ fn every_bad_request_gets_its_status_and_a_one_line_json_error() {
     // not a form at all
     let r = s.get_with("/v1/nothing", &[]);
     assert_eq!(r.status, 404);
-    let r = s.post_with("/v1/stylize", &Form::new(), &[("Content-Type", "text/plain")]);
+    let r = s.post_with(
+        "/v1/stylize",
+        &Form::new(),
+        &[("Content-Type", "text/plain")],
+    );
     assert_eq!(r.status, 400);
 
     // the webcam refuses an unknown temporal mode before upgrading
@@ -303,7 +361,10 @@ fn every_bad_request_gets_its_status_and_a_one_line_json_error() {
 
     let m = s.get("/metrics").text();
     for status in ["400", "404", "413", "422"] {
-        assert!(m.contains(&format!("route=\"/v1/stylize\",status=\"{status}\"")), "{m}");
+        assert!(
+            m.contains(&format!("route=\"/v1/stylize\",status=\"{status}\"")),
+            "{m}"
+        );
     }
     assert!(!s.stderr().contains("panicked"), "{}", s.stderr());
 }
@@ -336,7 +397,11 @@ fn a_token_guards_every_v1_call() {
         .text("style_id", "wheat")
         .text("content_size", "32");
     assert_eq!(s.post("/v1/stylize", &form).status, 401);
-    let r = s.post_with("/v1/stylize", &form, &[("Authorization", "Bearer s3cret-token")]);
+    let r = s.post_with(
+        "/v1/stylize",
+        &form,
+        &[("Authorization", "Bearer s3cret-token")],
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     // the page, health and metrics stay open; no CORS header without --cors
     let r = s.get_with("/healthz", &[("Origin", "https://elsewhere.example")]);
@@ -362,9 +427,15 @@ fn cors_only_for_the_origin_given() {
         let _ = r.body_mut().read_to_vec();
         v
     };
-    assert_eq!(h("https://app.example").as_deref(), Some("https://app.example"));
+    assert_eq!(
+        h("https://app.example").as_deref(),
+        Some("https://app.example")
+    );
     // another origin is not granted (the header names only the allowed one)
-    assert_ne!(h("https://evil.example").as_deref(), Some("https://evil.example"));
+    assert_ne!(
+        h("https://evil.example").as_deref(),
+        Some("https://evil.example")
+    );
     let plain = Server::start(&[]);
     let r = ureq::get(format!("{}/healthz", plain.url))
         .header("Origin", "https://app.example")
@@ -380,7 +451,8 @@ fn raw(url: &str, headers: &str, body: &[u8]) -> String {
     use std::io::{Read, Write};
     let addr = url.trim_start_matches("http://");
     let mut c = std::net::TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
     let head = format!(
         "POST /v1/stylize HTTP/1.1\r\nHost: {addr}\r\n\
          Content-Type: multipart/form-data; boundary=adain-test-boundary-7d2f1c\r\n{headers}\r\n"
@@ -442,15 +514,26 @@ fn a_full_queue_answers_503_with_retry_after() {
     let busy: Vec<_> = replies.iter().filter(|r| r.status == 503).collect();
     assert_eq!(ok + busy.len(), 5, "only 200 and 503: {replies:?}");
     assert!(ok >= 1, "some requests must be served");
-    assert!(!busy.is_empty(), "5 at once with 1 worker and a queue of 1: some must be refused");
+    assert!(
+        !busy.is_empty(),
+        "5 at once with 1 worker and a queue of 1: some must be refused"
+    );
     for b in &busy {
         assert!(b.error().contains("queue is full"));
-        let secs: u64 = b.retry_after.as_deref().expect("Retry-After").parse().unwrap();
+        let secs: u64 = b
+            .retry_after
+            .as_deref()
+            .expect("Retry-After")
+            .parse()
+            .unwrap();
         assert!(secs >= 1);
     }
     let m = s.get("/metrics").text();
     assert!(
-        m.contains(&format!("route=\"/v1/stylize\",status=\"503\"}} {}", busy.len())),
+        m.contains(&format!(
+            "route=\"/v1/stylize\",status=\"503\"}} {}",
+            busy.len()
+        )),
         "{m}"
     );
     drop(url);
@@ -476,7 +559,12 @@ fn sigterm_lets_the_request_in_flight_finish_and_refuses_new_ones() {
             .send(&body[..])
             .unwrap();
         let status = r.status().as_u16();
-        let bytes = r.body_mut().with_config().limit(1 << 30).read_to_vec().unwrap();
+        let bytes = r
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .unwrap();
         *out.lock().unwrap() = Some((status, bytes));
     });
     // wait until a worker runs it

@@ -99,7 +99,10 @@ pub fn run(a: ServeArgs) -> Result<()> {
         None => None,
     };
     if !a.host.is_loopback() && token.is_none() {
-        tracing::warn!("listening on {} without --token-file: anyone on the network can use it", a.host);
+        tracing::warn!(
+            "listening on {} without --token-file: anyone on the network can use it",
+            a.host
+        );
     }
     let defaults = Settings {
         style_size: a.style_size,

@@ -77,7 +77,11 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!("{status}: {self}");
         }
-        let mut r = (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response();
+        let mut r = (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response();
         let h = r.headers_mut();
         match self {
             ApiError::Busy(secs) => {

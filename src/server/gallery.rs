@@ -50,8 +50,8 @@ impl Gallery {
         for path in image_io::collect_images(dir, "style")? {
             let name = image_io::stem(&path);
             let id = unique(slug(&name), &entries);
-            let bytes = std::fs::read(&path)
-                .with_context(|| format!("{}: cannot read", path.display()))?;
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
             let style = engine.style_bytes(&bytes, &name, settings)?;
             let thumbnail = thumbnail(&bytes, &path, settings.limits.max_pixels)?;
             tracing::info!("style {id}: {}", path.display());
@@ -126,8 +126,10 @@ fn thumbnail(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<Vec<u8>> {
     let src = image_io::open_bytes(bytes, &path.display().to_string(), max_pixels)?;
     let img = src.image.thumbnail(THUMB, THUMB).to_rgb8();
     let mut out = std::io::Cursor::new(Vec::new());
-    img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85))
-        .with_context(|| format!("{}: thumbnail", path.display()))?;
+    img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
+        &mut out, 85,
+    ))
+    .with_context(|| format!("{}: thumbnail", path.display()))?;
     Ok(out.into_inner())
 }
 

@@ -39,7 +39,10 @@ impl Metrics {
         if route == "/v1/stylize" {
             let s = took.as_secs_f64();
             let mut l = self.latency.lock().expect("metrics lock");
-            let i = BUCKETS.iter().position(|b| s <= *b).unwrap_or(BUCKETS.len());
+            let i = BUCKETS
+                .iter()
+                .position(|b| s <= *b)
+                .unwrap_or(BUCKETS.len());
             l.0[i] += 1;
             l.1 += s;
         }
@@ -48,7 +51,9 @@ impl Metrics {
     /// The text `/metrics` serves.
     pub fn render(&self, load: &Load, workers: usize) -> String {
         let mut o = String::new();
-        o.push_str("# HELP adain_http_requests_total HTTP requests answered, by route and status.\n");
+        o.push_str(
+            "# HELP adain_http_requests_total HTTP requests answered, by route and status.\n",
+        );
         o.push_str("# TYPE adain_http_requests_total counter\n");
         for ((route, status), n) in self.requests.lock().expect("metrics lock").iter() {
             let _ = writeln!(
@@ -56,7 +61,9 @@ impl Metrics {
                 "adain_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
             );
         }
-        o.push_str("# HELP adain_stylize_seconds Latency of POST /v1/stylize (queue wait included).\n");
+        o.push_str(
+            "# HELP adain_stylize_seconds Latency of POST /v1/stylize (queue wait included).\n",
+        );
         o.push_str("# TYPE adain_stylize_seconds histogram\n");
         let (counts, sum) = *self.latency.lock().expect("metrics lock");
         let mut cum = 0;
@@ -74,12 +81,37 @@ impl Metrics {
         let counter = |o: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
-        gauge(&mut o, "adain_queue_depth", "Jobs waiting for a worker.", load.queued.load(Ordering::SeqCst) as u64);
-        gauge(&mut o, "adain_jobs_running", "Jobs a worker is running.", load.running.load(Ordering::SeqCst) as u64);
+        gauge(
+            &mut o,
+            "adain_queue_depth",
+            "Jobs waiting for a worker.",
+            load.queued.load(Ordering::SeqCst) as u64,
+        );
+        gauge(
+            &mut o,
+            "adain_jobs_running",
+            "Jobs a worker is running.",
+            load.running.load(Ordering::SeqCst) as u64,
+        );
         gauge(&mut o, "adain_workers", "Worker threads.", workers as u64);
-        counter(&mut o, "adain_images_stylized_total", "Stylized images sent (requests and webcam frames).", self.images.load(Ordering::Relaxed));
-        counter(&mut o, "adain_webcam_frames_total", "Webcam frames stylized.", self.frames.load(Ordering::Relaxed));
-        counter(&mut o, "adain_jobs_skipped_total", "Queued jobs dropped because the client had gone.", load.skipped.load(Ordering::Relaxed));
+        counter(
+            &mut o,
+            "adain_images_stylized_total",
+            "Stylized images sent (requests and webcam frames).",
+            self.images.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut o,
+            "adain_webcam_frames_total",
+            "Webcam frames stylized.",
+            self.frames.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut o,
+            "adain_jobs_skipped_total",
+            "Queued jobs dropped because the client had gone.",
+            load.skipped.load(Ordering::Relaxed),
+        );
         o
     }
 }

@@ -191,7 +191,10 @@ async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Resp
 /// compared without an early exit.
 pub fn same_secret(a: &str, b: &str) -> bool {
     let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-    x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0
+    x.iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
 }
 
 /// `%XX` escapes and `+` of a query value.
@@ -273,7 +276,9 @@ async fn stylize(
             )));
         }
     }
-    let mp = mp.map_err(|e| ApiError::BadRequest(format!("expected a multipart form: {}", e.body_text())))?;
+    let mp = mp.map_err(|e| {
+        ApiError::BadRequest(format!("expected a multipart form: {}", e.body_text()))
+    })?;
     let form = stylize::Form::read(mp, &st).await?;
     let format = form.format;
     let engine = st.engine.clone();
@@ -289,7 +294,10 @@ async fn stylize(
     Ok((
         StatusCode::OK,
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static(format.content_type())),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(format.content_type()),
+            ),
             (
                 header::CONTENT_DISPOSITION,
                 HeaderValue::from_str(&format!("inline; filename=\"stylized.{}\"", format.ext()))

@@ -175,7 +175,10 @@ mod tests {
         }
         let ran = Arc::new(AtomicBool::new(false));
         let r = ran.clone();
-        drop(pool.submit(move || r.store(true, Ordering::SeqCst)).unwrap());
+        drop(
+            pool.submit(move || r.store(true, Ordering::SeqCst))
+                .unwrap(),
+        );
         go_tx.send(()).unwrap();
         assert!(first.blocking_recv().unwrap());
         pool.close();

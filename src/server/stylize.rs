@@ -175,8 +175,8 @@ impl Form {
                 }
             }
         }
-        let content =
-            content.ok_or_else(|| ApiError::BadRequest("missing field `content` (a file)".into()))?;
+        let content = content
+            .ok_or_else(|| ApiError::BadRequest("missing field `content` (a file)".into()))?;
         Form::new(
             content,
             styles,
@@ -269,8 +269,8 @@ impl Form {
     pub fn run(self, engine: &Engine) -> Result<Vec<u8>, ApiError> {
         let s = &self.settings;
         let max = s.limits.max_pixels;
-        let content = image_io::open_bytes(&self.content, "content", max)
-            .map_err(ApiError::bad_image)?;
+        let content =
+            image_io::open_bytes(&self.content, "content", max).map_err(ApiError::bad_image)?;
         image_io::check_min_side("content".as_ref(), content.width(), content.height())
             .map_err(ApiError::bad_image)?;
         let styles = self
@@ -300,7 +300,8 @@ impl Form {
                 .enumerate()
                 .map(|(i, b)| {
                     let name = format!("mask {}", i + 1);
-                    let m = image_io::mask_from_bytes(b, &name, max).map_err(ApiError::bad_image)?;
+                    let m =
+                        image_io::mask_from_bytes(b, &name, max).map_err(ApiError::bad_image)?;
                     Ok((name, m))
                 })
                 .collect::<Result<Vec<(String, GrayImage)>, ApiError>>()?;
@@ -329,7 +330,11 @@ impl Form {
 
 /// The image as `format` bytes, the way `adain stylize` saves it: JPEG at
 /// quality 95 without alpha; PNG and WebP (lossless) keep an alpha channel.
-pub fn encode(rgb: &RgbImage, alpha: Option<&GrayImage>, format: Format) -> anyhow::Result<Vec<u8>> {
+pub fn encode(
+    rgb: &RgbImage,
+    alpha: Option<&GrayImage>,
+    format: Format,
+) -> anyhow::Result<Vec<u8>> {
     let mut out = std::io::Cursor::new(Vec::new());
     let err = |e: image::ImageError| anyhow!("cannot encode the result ({e})");
     let f = match format {

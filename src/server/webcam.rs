@@ -106,9 +106,7 @@ impl Stream {
                 "size" => size = num(k, v)? as u32,
                 "temporal" => temporal = Temporal::parse(v)?,
                 "access_token" => {} // checked by the auth layer
-                other => {
-                    return Err(ApiError::BadRequest(format!("unknown parameter `{other}`")))
-                }
+                other => return Err(ApiError::BadRequest(format!("unknown parameter `{other}`"))),
             }
         }
         if styles.is_empty() {
@@ -221,7 +219,10 @@ pub async fn run(mut socket: WebSocket, st: Arc<AppState>, stream: Stream) {
             _ => break, // closed or broken
         };
         let s = stream.clone();
-        let result = match st.pool.submit(move || s.lock().expect("stream lock").frame_bytes(&bytes)) {
+        let result = match st
+            .pool
+            .submit(move || s.lock().expect("stream lock").frame_bytes(&bytes))
+        {
             Err(e) => Err(e),
             Ok(rx) => match tokio::time::timeout(st.config.timeout, rx).await {
                 Err(_) => Err(ApiError::Timeout(st.config.timeout.as_secs())),
@@ -231,8 +232,12 @@ pub async fn run(mut socket: WebSocket, st: Arc<AppState>, stream: Stream) {
         };
         let sent = match result {
             Ok(jpeg) => {
-                st.metrics.frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                st.metrics.images.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                st.metrics
+                    .frames
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                st.metrics
+                    .images
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 socket.send(Message::Binary(jpeg.into())).await
             }
             Err(e) => reply_error(&mut socket, &e).await,
@@ -249,7 +254,6 @@ async fn reply_error(socket: &mut WebSocket, e: &ApiError) -> Result<(), axum::E
     socket.send(Message::Text(text.to_string().into())).await
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::Temporal;
@@ -262,4 +266,3 @@ mod tests {
         assert!(Temporal::parse("wobble").is_err());
     }
 }
-

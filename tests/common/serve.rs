@@ -11,10 +11,7 @@ use std::time::Duration;
 /// The real weights that ship in weights/.
 pub fn weights() -> (PathBuf, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    (
-        super::vgg_path(),
-        root.join("weights/decoder.safetensors"),
-    )
+    (super::vgg_path(), root.join("weights/decoder.safetensors"))
 }
 
 /// A running server; killed when dropped.
@@ -201,12 +198,14 @@ impl Form {
     }
 
     pub fn text(mut self, name: &str, value: &str) -> Form {
-        self.parts.push((name.into(), None, value.as_bytes().to_vec()));
+        self.parts
+            .push((name.into(), None, value.as_bytes().to_vec()));
         self
     }
 
     pub fn file(mut self, name: &str, bytes: Vec<u8>) -> Form {
-        self.parts.push((name.into(), Some(format!("{name}.bin")), bytes));
+        self.parts
+            .push((name.into(), Some(format!("{name}.bin")), bytes));
         self
     }
 
