@@ -588,3 +588,56 @@ fn sigterm_lets_the_request_in_flight_finish_and_refuses_new_ones() {
     let status = s.wait(60).expect("the server did not exit after SIGTERM");
     assert!(status.success(), "exit {status:?}: {}", s.stderr());
 }
+
+#[test]
+fn a_request_past_the_timeout_gets_504_and_its_queued_job_is_skipped() {
+    let s = std::sync::Arc::new(Server::start(&[
+        "--workers",
+        "1",
+        "--queue",
+        "8",
+        "--timeout",
+        "1",
+    ]));
+    // four 1024 px requests at once: whatever runs first, the ones behind it
+    // wait for it and pass 1 s
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let form = Form::new()
+                    .file("content", png(&gradient(1024, 1024, i)))
+                    .file("style", png(&gradient(512, 512, 20 + i)))
+                    .text("content_size", "1024");
+                s.post("/v1/stylize", &form)
+            })
+        })
+        .collect();
+    let replies: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let late: Vec<_> = replies.iter().filter(|r| r.status == 504).collect();
+    assert!(
+        replies.iter().all(|r| r.status == 200 || r.status == 504),
+        "{replies:?}"
+    );
+    assert!(!late.is_empty(), "no request passed --timeout 1");
+    for r in &late {
+        assert!(r.error().contains("timed out after 1 s"), "{}", r.error());
+    }
+    // the worker finishes what it had started; the jobs whose clients left are skipped
+    let metrics = || s.get("/metrics").text();
+    let t = std::time::Instant::now();
+    while !(metrics().contains("adain_jobs_running 0") && metrics().contains("adain_queue_depth 0"))
+    {
+        assert!(t.elapsed().as_secs() < 120, "the pool did not drain");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let m = metrics();
+    let skipped: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("adain_jobs_skipped_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(skipped >= 1, "{m}");
+    assert_eq!(s.get("/healthz").status, 200);
+}
