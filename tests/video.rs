@@ -309,6 +309,8 @@ fn flow_mode_flickers_less_than_per_frame() {
             &[
                 "--temporal",
                 mode,
+                "--flow-strength",
+                "0.8",
                 "--codec",
                 "ffv1",
                 "--json",
