@@ -9,10 +9,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use adain::conv::Precision;
-use adain::engine::{Engine, Limits, Settings};
+use adain::engine::{Limits, Settings};
 use adain::server::{self, gallery::Gallery, pool::Pool, AppState, Config};
-use adain::{runtime, weights, Model};
+
+use super::common::ModelArgs;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -56,26 +56,11 @@ pub struct ServeArgs {
     /// Default shorter side of the styles (gallery styles are prepared at it).
     #[arg(long, default_value_t = 512)]
     style_size: u32,
-    /// VGG-19 encoder weights.
-    #[arg(long)]
-    vgg: Option<PathBuf>,
-    /// Decoder weights.
-    #[arg(long)]
-    decoder: Option<PathBuf>,
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
-    device: String,
-    /// Threads for the CPU kernels (0 = all cores).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// Convolution arithmetic (as `adain stylize --precision`).
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    precision: Precision,
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
-    runtime::threads(a.threads);
-    adain::conv::set_precision(a.precision);
-    let device = runtime::device(&a.device)?;
     if a.timeout == 0 {
         bail!("--timeout 0: must be at least 1 second");
     }
@@ -113,8 +98,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         },
         ..Settings::default()
     };
-    let (vgg, decoder) = weights::locate_model(a.vgg.as_deref(), a.decoder.as_deref())?;
-    let engine = Arc::new(Engine::new(Model::from_sources(&vgg, &decoder, &device)?));
+    let engine = Arc::new(a.model.engine()?);
     let gallery = match &a.styles {
         Some(dir) => Gallery::load(dir, &engine, &defaults).context("--styles")?,
         None => Gallery::default(),

@@ -293,12 +293,8 @@ pub fn eval(a: EvalVideoArgs) -> Result<()> {
                 if let (Some(e), Some(sf)) = (&engine, &style_feats) {
                     if n % every == 0 {
                         let dev = e.device();
-                        let to = |im: &image::RgbImage| {
-                            image_io::to_tensor(
-                                &image::DynamicImage::ImageRgb8(im.clone()).to_rgb32f(),
-                                dev,
-                            )
-                        };
+                        let to =
+                            |im: &image::RgbImage| image_io::to_tensor(&video::to_f32(im), dev);
                         let enc = &e.model.encoder;
                         scores.push(adain::eval::score(
                             &Features::new(enc, &to(&o)?)?,

@@ -550,7 +550,6 @@ impl Codec {
             (_, "mkv") => true,
             (Self::H264, "mp4" | "mov") => true,
             (Self::Vp9, "webm" | "mp4") => true,
-            (Self::Ffv1, "mov") => false,
             _ => false,
         };
         if !ok {

@@ -67,12 +67,11 @@ impl FrameF {
 }
 
 /// `img` warped into the first frame of `flow`: out(x) = img(x + flow(x)),
-/// bilinear. Positions that land outside the picture are reported in the
-/// returned validity mask (1 inside, 0 outside).
-pub fn warp(img: &FrameF, flow: &FlowField) -> (FrameF, Vec<f32>) {
+/// bilinear; 0 where x + flow(x) leaves the picture (the consistency test
+/// already distrusts those positions).
+pub fn warp(img: &FrameF, flow: &FlowField) -> FrameF {
     let (w, h) = (flow.width, flow.height);
     let mut out = vec![0f32; w * h * 3];
-    let mut valid = vec![0f32; w * h];
     for y in 0..h {
         for x in 0..w {
             let i = y * w + x;
@@ -81,7 +80,6 @@ pub fn warp(img: &FrameF, flow: &FlowField) -> (FrameF, Vec<f32>) {
             if sx < -0.5 || sy < -0.5 || sx > w as f32 - 0.5 || sy > h as f32 - 0.5 {
                 continue;
             }
-            valid[i] = 1.0;
             let sx = sx.clamp(0.0, (w - 1) as f32);
             let sy = sy.clamp(0.0, (h - 1) as f32);
             let (x0, y0) = (sx.floor() as usize, sy.floor() as usize);
@@ -95,14 +93,11 @@ pub fn warp(img: &FrameF, flow: &FlowField) -> (FrameF, Vec<f32>) {
             }
         }
     }
-    (
-        FrameF {
-            width: w,
-            height: h,
-            data: out,
-        },
-        valid,
-    )
+    FrameF {
+        width: w,
+        height: h,
+        data: out,
+    }
 }
 
 /// The constant of the motion-boundary test: Ruder et al.'s 0.002 assumed

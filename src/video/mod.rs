@@ -150,13 +150,7 @@ pub fn run(
             inputs.insert(c);
         }
     }
-    crate::atomic::check_destination(&job.output, &inputs, job.overwrite || job.resume)?;
-    if job.output.exists() && !job.overwrite {
-        bail!(
-            "{}: already exists (use --overwrite to replace it)",
-            job.output.display()
-        );
-    }
+    crate::atomic::check_destination(&job.output, &inputs, job.overwrite)?;
 
     // the styles: pictures once (cached), videos checked for length
     let mut fixed: Vec<Option<Arc<Style>>> = Vec::new();
@@ -434,7 +428,8 @@ pub fn run(
     })
 }
 
-fn to_f32(img: &RgbImage) -> image::Rgb32FImage {
+/// An 8-bit frame as the f32 picture the encoder takes.
+pub fn to_f32(img: &RgbImage) -> image::Rgb32FImage {
     image::DynamicImage::ImageRgb8(img.clone()).to_rgb32f()
 }
 

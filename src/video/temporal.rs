@@ -60,8 +60,6 @@ pub struct FrameStylizer {
     ema: Option<Arc<Mutex<StatsEma>>>,
     prev: Option<(RgbImage, RgbImage)>,
     dis: Option<flow::Dis>,
-    /// Share of pixels blended with the warped previous output, last frame.
-    pub last_trusted: f32,
 }
 
 impl FrameStylizer {
@@ -99,7 +97,6 @@ impl FrameStylizer {
             ema,
             prev: None,
             dis,
-            last_trusted: 0.0,
         })
     }
 
@@ -136,10 +133,7 @@ impl FrameStylizer {
             {
                 self.blend(&prev_in, &prev_out, rgb, &styled)?
             }
-            _ => {
-                self.last_trusted = 0.0;
-                styled
-            }
+            _ => styled,
         };
         if self.mode == Temporal::Flow {
             self.prev = Some((rgb.clone(), out.clone()));
@@ -164,12 +158,11 @@ impl FrameStylizer {
         let (w, h) = (bwd.width, bwd.height);
         let trust = flow::consistency(&bwd, &fwd);
         let trusted = trust.iter().sum::<f32>() / trust.len() as f32;
-        self.last_trusted = trusted;
         if trusted < MIN_TRUSTED {
             return Ok(styled.clone());
         }
         let trust = flow::soften(&trust, w, h, 2);
-        let (warped, _) = flow::warp(&FrameF::of(prev_out), &bwd);
+        let warped = flow::warp(&FrameF::of(prev_out), &bwd);
         let mut s = FrameF::of(styled);
         let k = self.strength;
         for (i, t) in trust.iter().enumerate() {
@@ -253,7 +246,7 @@ impl Flicker {
                 let bwd = flow::farneback(input, pi)?;
                 let fwd = flow::farneback(pi, input)?;
                 let trust = flow::consistency(&bwd, &fwd);
-                let (warped, _) = flow::warp(&FrameF::of(po), &bwd);
+                let warped = flow::warp(&FrameF::of(po), &bwd);
                 let cur = FrameF::of(output);
                 let (mut s, mut n) = (0f64, 0f64);
                 for (i, &t) in trust.iter().enumerate() {
