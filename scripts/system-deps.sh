@@ -6,6 +6,8 @@
 #   mkvmerge (mkvtoolnix)   adain video: variable-frame-rate timestamps put back
 #   libopencv-dev, clang    the `opencv` crate (optical flow for --temporal flow)
 #   chromium(-driver)       the real-browser test of adain serve's page
+#   openmpi-bin, libopenmpi-dev   adain-train --features mpi under mpirun (the mpi
+#                           crate's build finds Open MPI through mpicc and libclang)
 set -euo pipefail
 need=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
@@ -14,6 +16,8 @@ command -v mkvmerge >/dev/null 2>&1 || need+=(mkvtoolnix)
 ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || need+=(libclang-dev clang)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin)
+command -v mpicc >/dev/null 2>&1 || need+=(libopenmpi-dev)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing missing system packages: ${need[*]}" >&2
 SUDO=""

@@ -10,4 +10,5 @@ if [ ! -e weights/vgg19-relu4_1.safetensors ] && [ -z "${ADAIN_WEIGHTS:-}" ]; th
   echo "error: weights/vgg19-relu4_1.safetensors is missing (it ships in git: see weights/README.md)" >&2
   exit 1
 fi
-exec cargo test --locked "$@"
+# --features mpi: the data-parallel training tests run under a real mpirun.
+exec cargo test --locked --features mpi "$@"

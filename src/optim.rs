@@ -94,8 +94,14 @@ impl Adam {
     /// Apply one update from `grads`. Every parameter needs a gradient; if one
     /// is missing nothing is changed and the error names it.
     pub fn step_grads(&mut self, grads: &GradStore) -> Result<()> {
-        let gs = self
-            .params
+        let gs = self.gradients(grads)?;
+        self.step_with(&gs)
+    }
+
+    /// The gradient of every parameter, in parameter order (the order
+    /// [`Adam::step_with`] takes). A missing one is an error naming it.
+    pub fn gradients(&self, grads: &GradStore) -> Result<Vec<Tensor>> {
+        self.params
             .iter()
             .map(|(name, var)| {
                 let g = grads
@@ -103,8 +109,28 @@ impl Adam {
                     .with_context(|| format!("Adam: no gradient for parameter {name}"))?;
                 Ok(g.detach().to_dtype(DType::F32)?)
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect()
+    }
 
+    /// Apply one update from gradients given in parameter order (e.g. after
+    /// averaging them across data-parallel processes).
+    pub fn step_with(&mut self, gs: &[Tensor]) -> Result<()> {
+        if gs.len() != self.params.len() {
+            bail!(
+                "Adam: {} gradients for {} parameters",
+                gs.len(),
+                self.params.len()
+            );
+        }
+        for ((name, var), g) in self.params.iter().zip(gs) {
+            if g.shape() != var.shape() {
+                bail!(
+                    "Adam: gradient of {name} has shape {:?}, expected {:?}",
+                    g.dims(),
+                    var.dims()
+                );
+            }
+        }
         let lr = self.current_lr();
         self.step += 1;
         let t = self.step as i32;

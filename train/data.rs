@@ -113,6 +113,23 @@ impl Dataset {
     pub fn len(&self) -> usize {
         self.files.len()
     }
+
+    /// The file list as data-parallel ranks compare it: the count and a
+    /// SHA-256 over each usable file's path below the root and its size
+    /// (not the pixels: hashing a dataset's bytes would read all of it).
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for f in &self.files {
+            let rel = f.strip_prefix(&self.root).unwrap_or(f);
+            h.update(rel.to_string_lossy().as_bytes());
+            h.update([0]);
+            let size = std::fs::metadata(f).map(|m| m.len()).unwrap_or(u64::MAX);
+            h.update(size.to_le_bytes());
+        }
+        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        format!("{} files, sha256 {}", self.files.len(), &hex[..16])
+    }
 }
 
 /// Recursively collect files with an image extension below `dir`, following
@@ -387,7 +404,7 @@ impl Sampler {
 pub struct Batch {
     /// Batch index (0-based, counted from the start of training).
     pub index: u64,
-    /// Content images, `[B, 3, crop, crop]` f32 in `[0, 1]` on the CPU.
+    /// Content images (this process's slots), `[B, 3, crop, crop]` f32 in `[0, 1]` on the CPU.
     pub content: Tensor,
     /// Style images, `[B, 3, crop, crop]` f32 in `[0, 1]` on the CPU.
     pub style: Tensor,
@@ -411,6 +428,9 @@ pub struct LoaderConfig {
     pub seed: u64,
     /// Number of finished batches queued ahead of the trainer.
     pub prefetch: usize,
+    /// The slots of each batch this process loads (its share of the global
+    /// batch in data-parallel training); `None`: all of them.
+    pub slots: Option<std::ops::Range<usize>>,
 }
 
 impl Default for LoaderConfig {
@@ -421,6 +441,7 @@ impl Default for LoaderConfig {
             crop_size: 256,
             seed: 0,
             prefetch: 2,
+            slots: None,
         }
     }
 }
@@ -484,10 +505,12 @@ impl Producer {
 
     /// Build batch `index`, decoding all 2*B images in parallel.
     fn build(&mut self, index: u64) -> Result<Batch> {
-        let b = self.cfg.batch_size;
-        let jobs: Vec<(usize, Side)> = (0..b)
+        let slots = self.cfg.slots.clone().unwrap_or(0..self.cfg.batch_size);
+        let b = slots.len();
+        let jobs: Vec<(usize, Side)> = slots
+            .clone()
             .map(|s| (s, Side::Content))
-            .chain((0..b).map(|s| (s, Side::Style)))
+            .chain(slots.map(|s| (s, Side::Style)))
             .collect();
         let results: Vec<SlotResult> = jobs
             .par_iter()
@@ -859,6 +882,7 @@ mod tests {
             crop_size: 24,
             seed: 9,
             prefetch: 2,
+            slots: None,
         };
         let mut from0 = Loader::new(ds.clone(), ds.clone(), cfg.clone(), 0);
         let seq: Vec<Batch> = (0..5).map(|_| from0.next().unwrap()).collect();
@@ -876,6 +900,44 @@ mod tests {
             assert_eq!(tensor_bits(&got.style), tensor_bits(&want.style));
         }
         drop(from0); // must not hang with a full queue
+    }
+
+    #[test]
+    fn shards_of_a_batch_are_its_slices() {
+        // Data-parallel ranks load only their slots: together they must be
+        // exactly the batch one process loads.
+        let (_d, ds) = good_dataset();
+        let cfg = LoaderConfig {
+            batch_size: 4,
+            load_size: 40,
+            crop_size: 24,
+            seed: 5,
+            prefetch: 1,
+            slots: None,
+        };
+        let mut whole = Loader::new(ds.clone(), ds.clone(), cfg.clone(), 2);
+        let mut halves: Vec<Loader> = [0..2, 2..4]
+            .into_iter()
+            .map(|r| {
+                let c = LoaderConfig {
+                    slots: Some(r),
+                    ..cfg.clone()
+                };
+                Loader::new(ds.clone(), ds.clone(), c, 2)
+            })
+            .collect();
+        for _ in 0..2 {
+            let w = whole.next().unwrap();
+            let parts: Vec<Batch> = halves.iter_mut().map(|l| l.next().unwrap()).collect();
+            for p in &parts {
+                assert_eq!(p.index, w.index);
+                assert_eq!(p.content.dims(), &[2, 3, 24, 24]);
+            }
+            let cat =
+                |f: fn(&Batch) -> &Tensor| Tensor::cat(&[f(&parts[0]), f(&parts[1])], 0).unwrap();
+            assert_eq!(tensor_bits(&cat(|b| &b.content)), tensor_bits(&w.content));
+            assert_eq!(tensor_bits(&cat(|b| &b.style)), tensor_bits(&w.style));
+        }
     }
 
     #[test]
@@ -900,6 +962,7 @@ mod tests {
             crop_size: 16,
             seed: 3,
             prefetch: 1,
+            slots: None,
         };
         let mut loader = Loader::new(content, style, cfg, 0);
         for i in 0..3 {

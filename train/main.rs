@@ -5,25 +5,22 @@
 mod checkpoint;
 mod config;
 mod data;
+mod dist;
+mod model;
 #[cfg(test)]
 mod parity_test;
 mod plot;
+mod trainer;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
 
 use adain::weights;
-use adain::{runtime, Decoder, Encoder};
+use adain::{runtime, Encoder};
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Module, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{DType, Tensor};
+use candle_nn::VarBuilder;
 use clap::{Args, Parser, Subcommand};
 use config::Config;
-use serde::{Deserialize, Serialize};
 
 #[global_allocator]
 static ALLOC: adain::alloc::HugePageAlloc = adain::alloc::HugePageAlloc;
@@ -184,7 +181,12 @@ impl TrainArgs {
 
 fn main() {
     let cli = Cli::parse();
-    runtime::logging(false);
+    let dist = match dist::Dist::from_launcher() {
+        Ok(d) => d,
+        Err(e) => dist::Dist::single().fail(&format!("{e:#}"), 1),
+    };
+    // Rank 0 speaks for the job; the others report only warnings and errors.
+    runtime::logging(!dist.is_root());
     let result = match cli.cmd {
         Some(Cmd::Export {
             run,
@@ -192,61 +194,23 @@ fn main() {
             dtype,
             overwrite,
         }) => export(&run, &out, &dtype, overwrite),
-        None => train(cli.train),
+        None => train(cli.train, &dist),
     };
     if let Err(e) = result {
-        eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
-        std::process::exit(1);
+        dist.fail(&format!("{e:#}").replace('\n', " "), 1);
     }
 }
 
-/// One line of RUN/log.jsonl.
-#[derive(Serialize, Deserialize, Clone)]
-struct LogRecord {
-    iter: u64,
-    loss_content: f64,
-    loss_style: f64,
-    loss: f64,
-    lr: f64,
-    secs_per_iter: f64,
-}
-
-fn train(args: TrainArgs) -> Result<()> {
+fn train(args: TrainArgs, dist: &dist::Dist) -> Result<()> {
     // Every step frees and allocates the same large blocks: keep them.
     adain::alloc::keep_freed_memory();
-    // Resolve the run directory and the config.
-    let (run, resuming) = match &args.resume {
-        Some(p) if !p.as_os_str().is_empty() => (p.clone(), true),
-        Some(_) => (
-            args.out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("runs/adain")),
-            true,
-        ),
-        None => (
-            args.out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("runs/adain")),
-            false,
-        ),
-    };
-    let config_path = run.join("config.toml");
-    let base = if resuming {
-        if !config_path.is_file() {
-            bail!("{}: nothing to resume (no config.toml)", run.display());
-        }
-        Config::from_file(&config_path)?
-    } else if let Some(f) = &args.config {
-        Config::from_file(f)?
-    } else {
-        Config::default()
-    };
-    let cfg = args.apply(base);
-    cfg.validate()?;
-    if !resuming && !checkpoint::list(&run)?.is_empty() {
+    let run = resolve_run(&args, dist)?;
+    let cfg = run.cfg.clone();
+    if cfg.batch_size % dist.size() != 0 {
         bail!(
-            "{}: already holds checkpoints: continue it with --resume {0}, or choose another --out",
-            run.display()
+            "--batch-size {} does not split evenly across {} processes (it is the global batch)",
+            cfg.batch_size,
+            dist.size()
         );
     }
     runtime::threads(cfg.threads);
@@ -263,7 +227,8 @@ fn train(args: TrainArgs) -> Result<()> {
     ))?;
     let encoder_sha = vgg_path.sha256()?;
 
-    // Data.
+    // Data: every rank must see the same files, or the ranks would not
+    // follow one trajectory.
     let min_side = cfg.crop_size / 2;
     let content = data::discover(&Config::resolve_data(&cfg.content), min_side)?;
     let style = data::discover(&Config::resolve_data(&cfg.style), min_side)?;
@@ -275,72 +240,32 @@ fn train(args: TrainArgs) -> Result<()> {
             ds.root.display()
         );
     }
+    same_everywhere(
+        dist,
+        &[("content", &content), ("style", &style)],
+        &encoder_sha,
+    )?;
     let data_json = serde_json::json!({
         "content_dir": content.root, "content_files": content.files.len(), "content_skipped": content.skipped.len(),
         "style_dir": style.root, "style_files": style.files.len(), "style_skipped": style.skipped.len(),
     })
     .to_string();
 
-    // Decoder variables, initialised from the seed (PyTorch's default conv init).
-    let varmap = VarMap::new();
-    let decoder = Decoder::new(VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
-    let params = sorted_vars(&varmap);
-    init_decoder(&params, cfg.seed)?;
-    if let (Some(file), false) = (&cfg.init_decoder, resuming) {
-        warm_start(&params, file, &vgg_path.label(), &encoder_sha)?;
-    }
-    let mut adam = adain::optim::Adam::new(
-        params.clone(),
-        adain::optim::AdamConfig {
-            lr: cfg.lr,
-            lr_decay: cfg.lr_decay,
-            ..Default::default()
-        },
-    )?;
-
-    std::fs::create_dir_all(run.join("samples"))
-        .with_context(|| format!("{}: cannot create", run.display()))?;
-    let mut start = 0;
-    if resuming {
-        let ck = checkpoint::latest(&run)?
-            .with_context(|| format!("{}: no checkpoint to resume from", run.display()))?;
-        for (name, var) in &params {
-            let t = ck
-                .file
-                .tensors
-                .get(name)
-                .with_context(|| format!("{}: missing `{name}`", ck.file.path.display()))?;
-            var.set(&t.to_device(&device)?)?;
-        }
-        let state: HashMap<String, Tensor> = ck
-            .with_prefix("adam.")
-            .into_iter()
-            .map(|(k, t)| Ok((k, t.to_device(&device)?)))
-            .collect::<Result<_>>()?;
-        adam.load_state(&state, ck.iteration)?;
-        start = ck.iteration;
-        tracing::info!(
-            "resuming {} at iteration {start} (optimizer step {})",
-            run.display(),
-            adam.step()
-        );
-    }
-    adain::atomic::write_bytes(&config_path, cfg.to_toml().as_bytes())?;
-
-    // The log keeps only what the checkpoint has seen: records after it are redone.
-    let log_path = run.join("log.jsonl");
-    let mut records = read_log(&log_path)?;
-    records.retain(|r| r.iter <= start);
-    let mut log_text = String::new();
-    for r in &records {
-        log_text.push_str(&serde_json::to_string(r)?);
-        log_text.push('\n');
-    }
-    adain::atomic::write_bytes(&log_path, log_text.as_bytes())?;
-    let mut log = std::fs::OpenOptions::new().append(true).open(&log_path)?;
-
-    let samples = SamplePairs::new(&content.files, &style.files, &cfg, &encoder, &device)?;
-    let mut loader = data::Loader::new(
+    let decoder = model::AdainDecoder::new(model::Setup {
+        cfg: &cfg,
+        encoder,
+        encoder_path: &vgg_path.label(),
+        encoder_sha,
+        device: device.clone(),
+        sample_files: dist
+            .is_root()
+            .then_some((&content.files[..], &style.files[..])),
+        data_json,
+        resuming: run.resuming,
+    })?;
+    let trainer = trainer::Trainer::new(run, decoder, dist, device)?;
+    let share = cfg.batch_size / dist.size();
+    let loader = data::Loader::new(
         content,
         style,
         data::LoaderConfig {
@@ -349,313 +274,97 @@ fn train(args: TrainArgs) -> Result<()> {
             crop_size: cfg.crop_size,
             seed: cfg.seed,
             prefetch: 2,
+            slots: Some(dist.rank() * share..(dist.rank() + 1) * share),
         },
-        start,
+        trainer.start(),
     );
-
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let mut first: Option<Instant> = None;
-        ctrlc::set_handler(move || match on_interrupt(&mut first, Instant::now()) {
-            Interrupt::Save => {
-                stop.store(true, Ordering::SeqCst);
-                eprintln!(
-                    "\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit at once)"
-                );
-            }
-            Interrupt::Same => {}
-            Interrupt::Quit => std::process::exit(130),
-        })
-        .context("cannot install the Ctrl-C handler")?;
+    if dist.size() > 1 && dist.is_root() {
+        tracing::info!(
+            "data-parallel over {} processes ({}): {share} of the global batch of {} each",
+            dist.size(),
+            dist.backend_name(),
+            cfg.batch_size
+        );
     }
+    trainer.run(loader)
+}
 
-    let meta = |iteration: u64| -> BTreeMap<String, String> {
-        let mut m = weights::decoder_metadata(&encoder_sha, &cfg.recipe_json(), iteration);
-        m.insert(checkpoint::META_CONFIG.into(), cfg.to_toml());
-        m.insert(checkpoint::META_DATA.into(), data_json.clone());
-        m
+/// The run directory and its config: from the flags, a `--config` file, or
+/// (on `--resume`) the run's own config.toml. Rank 0 resolves it and sends it
+/// to the others, which need no run directory of their own.
+fn resolve_run(args: &TrainArgs, dist: &dist::Dist) -> Result<trainer::Run> {
+    let (dir, resuming) = match &args.resume {
+        Some(p) if !p.as_os_str().is_empty() => (p.clone(), true),
+        _ => (
+            args.out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("runs/adain")),
+            args.resume.is_some(),
+        ),
     };
-    let save =
-        |iteration: u64, adam: &adain::optim::Adam, records: &[LogRecord]| -> Result<PathBuf> {
-            let dec: Vec<(String, Tensor)> = params
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-                .collect();
-            let p = checkpoint::save(
-                &run,
-                iteration,
-                &dec,
-                &adam.state(),
-                &meta(iteration),
-                cfg.keep,
-            )?;
-            let points: Vec<plot::LossPoint> = records
-                .iter()
-                .map(|r| plot::LossPoint {
-                    iter: r.iter,
-                    content: r.loss_content,
-                    style: r.loss_style,
-                    total: r.loss,
-                })
-                .collect();
-            if let Err(e) = plot::plot_losses(&run.join("loss.png"), &points) {
-                tracing::warn!("loss plot: {e:#}");
+    let mut cfg_toml = String::new();
+    if dist.is_root() {
+        let config_path = dir.join("config.toml");
+        let base = if resuming {
+            if !config_path.is_file() {
+                bail!("{}: nothing to resume (no config.toml)", dir.display());
             }
-            Ok(p)
+            Config::from_file(&config_path)?
+        } else if let Some(f) = &args.config {
+            Config::from_file(f)?
+        } else {
+            Config::default()
         };
-
-    let bar = indicatif::ProgressBar::new(cfg.max_iter);
-    bar.set_position(start);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{pos}/{len} {per_sec} ETA {eta} {wide_bar} {msg}")
-            .expect("template"),
-    );
-    let mut bad_files: HashSet<PathBuf> = HashSet::new();
-    let mut last_saved: Option<PathBuf> = checkpoint::list(&run)?.last().map(|(_, p)| p.clone());
-    let mut t_last = Instant::now();
-    let mut since_log = 0u64;
-    for it in start..cfg.max_iter {
-        let batch = loader.next()?;
-        if batch.index != it {
+        let cfg = args.apply(base);
+        cfg.validate()?;
+        if !resuming && !checkpoint::list(&dir)?.is_empty() {
             bail!(
-                "data loader out of step: batch {} at iteration {it}",
-                batch.index
+                "{}: already holds checkpoints: continue it with --resume {0}, or choose another --out",
+                dir.display()
             );
         }
-        for (p, why) in batch.skipped {
-            if bad_files.insert(p.clone()) {
-                tracing::warn!("skipped {}: {why}", p.display());
-            }
-        }
-        let lr = adam.lr_at(it);
-        let losses = adain::loss::losses(
-            &encoder,
-            &decoder,
-            &batch.content.to_device(&device)?,
-            &batch.style.to_device(&device)?,
-        )?;
-        let total = losses.total(cfg.content_weight, cfg.style_weight)?;
-        let (lc, ls, lt) = (
-            scalar(&losses.content)?,
-            scalar(&losses.style)?,
-            scalar(&total)?,
-        );
-        if !lt.is_finite() {
-            bar.abandon();
+        cfg_toml = cfg.to_toml();
+    }
+    let shared = dist.broadcast_bytes(cfg_toml.into_bytes())?;
+    let cfg: Config =
+        toml::from_str(std::str::from_utf8(&shared)?).context("the configuration rank 0 sent")?;
+    Ok(trainer::Run { dir, resuming, cfg })
+}
+
+/// Refuses to start, on every rank, when a rank's data or encoder differs
+/// from rank 0's (before the first step).
+fn same_everywhere(
+    dist: &dist::Dist,
+    sets: &[(&str, &data::Dataset)],
+    encoder_sha: &str,
+) -> Result<()> {
+    if dist.size() == 1 {
+        return Ok(());
+    }
+    let mine: Vec<String> = sets
+        .iter()
+        .map(|(what, ds)| format!("{what} data {}: {}", ds.root.display(), ds.fingerprint()))
+        .chain([format!("encoder sha256 {encoder_sha}")])
+        .collect();
+    let text = mine.join("\n");
+    let root = String::from_utf8(dist.broadcast_bytes(text.clone().into_bytes())?)?;
+    let differs: Vec<String> = mine
+        .iter()
+        .zip(root.lines())
+        .filter(|(a, b)| a.as_str() != *b)
+        .map(|(a, b)| format!("{a} (rank 0 has {})", b.split(": ").last().unwrap_or(b)))
+        .collect();
+    if dist.any(!differs.is_empty())? {
+        if !differs.is_empty() {
             bail!(
-                "loss is {lt} at iteration {it} (content {lc}, style {ls}): stopping. The last good checkpoint is {}; \
-                 try a lower --lr or --style-weight",
-                last_saved.map(|p| p.display().to_string()).unwrap_or_else(|| "none".into())
+                "rank {} differs from rank 0: {}",
+                dist.rank(),
+                differs.join("; ")
             );
         }
-        let grads = total.backward()?;
-        adam.step_grads(&grads)?;
-        let done = it + 1;
-        since_log += 1;
-        bar.set_position(done);
-        bar.set_message(format!("content {lc:.4} style {ls:.4} lr {lr:.3e}"));
-
-        if done % cfg.log_every == 0 || done == 1 || done == cfg.max_iter {
-            let secs = t_last.elapsed().as_secs_f64() / since_log as f64;
-            let rec = LogRecord {
-                iter: done,
-                loss_content: lc,
-                loss_style: ls,
-                loss: lt,
-                lr,
-                secs_per_iter: secs,
-            };
-            writeln!(log, "{}", serde_json::to_string(&rec)?)?;
-            log.flush()?;
-            records.push(rec);
-            t_last = Instant::now();
-            since_log = 0;
-        }
-        if done % cfg.sample_every == 0 {
-            let p = run.join("samples").join(format!("iter_{done:06}.jpg"));
-            samples.write(&decoder, &p)?;
-        }
-        let interrupted = stop.load(Ordering::SeqCst);
-        if done % cfg.save_every == 0 || done == cfg.max_iter || interrupted {
-            // Never checkpoint weights an update has made non-finite.
-            for (name, v) in &params {
-                if !scalar(&v.as_tensor().abs()?.sum_all()?)?.is_finite() {
-                    bar.abandon();
-                    bail!(
-                        "weights of `{name}` are not finite after iteration {done}: stopping. The last good checkpoint is {}; \
-                         try a lower --lr",
-                        last_saved.map(|p| p.display().to_string()).unwrap_or_else(|| "none".into())
-                    );
-                }
-            }
-            let p = save(done, &adam, &records)?;
-            bar.suspend(|| tracing::info!("saved {}", p.display()));
-            last_saved = Some(p);
-        }
-        if interrupted {
-            bar.abandon();
-            eprintln!(
-                "stopped at iteration {done}; continue with: adain-train --resume {}",
-                run.display()
-            );
-            return Ok(());
-        }
-    }
-    bar.finish();
-    if !bad_files.is_empty() {
-        tracing::warn!(
-            "{} files could not be decoded and were skipped",
-            bad_files.len()
-        );
-    }
-    eprintln!(
-        "done: {} (use it with `adain stylize --decoder {0}` or share it with `adain-train export`)",
-        run.join(weights::DECODER_FILE).display()
-    );
-    Ok(())
-}
-
-fn scalar(t: &Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
-}
-
-fn sorted_vars(varmap: &VarMap) -> Vec<(String, Var)> {
-    let data = varmap.data().lock().expect("varmap lock");
-    let mut v: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
-/// Sets the decoder's variables from a decoder file (`--init-decoder`): every
-/// tensor must be there with the decoder's shape (the check `adain` applies).
-fn warm_start(params: &[(String, Var)], file: &Path, vgg: &Path, encoder_sha: &str) -> Result<()> {
-    let w = weights::WeightFile::load(file)?;
-    w.check(&Decoder::tensor_shapes())?;
-    for (name, var) in params {
-        let t = w.tensors.get(name).context("decoder tensor names")?;
-        var.set(&t.to_device(var.device())?)?;
-    }
-    weights::warn_if_other_encoder(&w, vgg, encoder_sha);
-    tracing::info!(
-        "decoder initialised from {} (its iteration: {})",
-        file.display(),
-        w.metadata
-            .get(weights::META_ITER)
-            .map(String::as_str)
-            .unwrap_or("unknown")
-    );
-    Ok(())
-}
-
-/// PyTorch's default Conv2d init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and
-/// bias, drawn from the run's seed so a run is reproducible from its config.
-fn init_decoder(params: &[(String, Var)], seed: u64) -> Result<()> {
-    for (i, (name, var)) in params.iter().enumerate() {
-        let prefix = name.split('.').next().unwrap_or("");
-        let fan_in = params
-            .iter()
-            .find(|(n, _)| *n == format!("{prefix}.weight"))
-            .map(|(_, w)| w.dims()[1..].iter().product::<usize>())
-            .context("weight of a bias")?;
-        let bound = 1.0 / (fan_in as f64).sqrt();
-        let mut rng = data::DetRng::from_parts(&[seed, 0xdec0de, i as u64]);
-        let n = var.elem_count();
-        let vals: Vec<f32> = (0..n)
-            .map(|_| {
-                ((rand::RngCore::next_u64(&mut rng) >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0)
-                    * bound
-            })
-            .map(|x| x as f32)
-            .collect();
-        var.set(&Tensor::from_vec(vals, var.shape(), var.device())?)?;
+        bail!("another rank's data differs from rank 0's (see its message): not starting");
     }
     Ok(())
-}
-
-fn read_log(path: &Path) -> Result<Vec<LogRecord>> {
-    if !path.exists() {
-        return Ok(vec![]);
-    }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    // A torn last line (killed mid-write) is dropped.
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
-}
-
-/// Fixed content/style pairs whose stylization is saved as training goes on,
-/// with their AdaIN targets (the encoder is frozen, so these never change).
-struct SamplePairs {
-    pairs: Vec<(Tensor, Tensor, Tensor)>,
-}
-
-impl SamplePairs {
-    fn new(
-        content: &[PathBuf],
-        style: &[PathBuf],
-        cfg: &Config,
-        encoder: &Encoder,
-        device: &Device,
-    ) -> Result<Self> {
-        let n = 4.min(content.len()).min(style.len());
-        let pick = |files: &[PathBuf], k: usize| files[k * files.len() / n].clone();
-        let mut pairs = Vec::new();
-        for k in 0..n {
-            let load = |p: &Path| -> Result<Tensor> {
-                let mut rng = data::DetRng::from_parts(&[cfg.seed, 0x5a3, k as u64]);
-                let v = data::load_sample(p, cfg.load_size, cfg.crop_size, &mut rng)?;
-                let s = cfg.crop_size as usize;
-                Ok(Tensor::from_vec(v, (1, 3, s, s), &Device::Cpu)?.to_device(device)?)
-            };
-            if let (Ok(c), Ok(s)) = (load(&pick(content, k)), load(&pick(style, k))) {
-                let t = adain::adain::adain(&encoder.relu4_1(&c)?, &encoder.relu4_1(&s)?)?;
-                pairs.push((c, s, t));
-            }
-        }
-        Ok(Self { pairs })
-    }
-
-    fn write(&self, decoder: &Decoder, path: &Path) -> Result<()> {
-        let outs = self
-            .pairs
-            .iter()
-            .map(|(_, _, t)| Ok(decoder.forward(t)?.detach()))
-            .collect::<Result<Vec<_>>>()?;
-        let rows: Vec<[&Tensor; 3]> = self
-            .pairs
-            .iter()
-            .zip(&outs)
-            .map(|((c, s, _), o)| [c, s, o])
-            .collect();
-        plot::save_grid(path, &rows, 192)
-    }
-}
-
-/// What a Ctrl-C (SIGINT) means to a training run.
-#[derive(Debug, PartialEq)]
-enum Interrupt {
-    /// The first: finish the step, save a checkpoint, stop.
-    Save,
-    /// The first one again: `timeout -s INT` signals the trainer and then its
-    /// whole process group, so one interrupt can arrive twice within
-    /// microseconds. Ignored.
-    Same,
-    /// A second Ctrl-C a second or more after the first: leave now.
-    Quit,
-}
-
-fn on_interrupt(first: &mut Option<Instant>, now: Instant) -> Interrupt {
-    match *first {
-        None => {
-            *first = Some(now);
-            Interrupt::Save
-        }
-        Some(t) if now.duration_since(t) < std::time::Duration::from_secs(1) => Interrupt::Same,
-        Some(_) => Interrupt::Quit,
-    }
 }
 
 fn export(run: &Path, out: &Path, dtype: &str, overwrite: bool) -> Result<()> {
@@ -681,27 +390,4 @@ fn export(run: &Path, out: &Path, dtype: &str, overwrite: bool) -> Result<()> {
         ck.iteration
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod interrupt_tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn a_doubled_interrupt_saves_and_a_later_one_quits() {
-        let t0 = Instant::now();
-        let mut first = None;
-        assert_eq!(on_interrupt(&mut first, t0), Interrupt::Save);
-        // timeout's second delivery, microseconds later
-        let echo = t0 + Duration::from_micros(50);
-        assert_eq!(on_interrupt(&mut first, echo), Interrupt::Same);
-        assert_eq!(
-            on_interrupt(&mut first, t0 + Duration::from_millis(999)),
-            Interrupt::Same
-        );
-        // a person pressing Ctrl-C again
-        let again = t0 + Duration::from_millis(1500);
-        assert_eq!(on_interrupt(&mut first, again), Interrupt::Quit);
-    }
 }
