@@ -37,6 +37,9 @@ pub struct Dist {
     rank: usize,
     size: usize,
     backend: Backend,
+    /// NCCL over the ranks' GPUs, once [`Dist::attach_device`] has set it up.
+    #[cfg(feature = "nccl")]
+    nccl: std::cell::OnceCell<nccl_backend::Nccl>,
 }
 
 enum Backend {
@@ -52,6 +55,8 @@ impl Dist {
             rank: 0,
             size: 1,
             backend: Backend::Single,
+            #[cfg(feature = "nccl")]
+            nccl: Default::default(),
         }
     }
 
@@ -68,6 +73,8 @@ impl Dist {
                 rank,
                 size,
                 backend: Backend::Mpi(m),
+                #[cfg(feature = "nccl")]
+                nccl: Default::default(),
             });
         }
         if let Some(n) = announced.filter(|&n| n > 1) {
@@ -87,13 +94,54 @@ impl Dist {
         self.size
     }
 
+    /// Whether steps go through the all-reduce: under a launcher, even a
+    /// world of one (so `mpirun -n 1` exercises the path, e.g. as a smoke test).
+    pub fn reduces(&self) -> bool {
+        !matches!(self.backend, Backend::Single)
+    }
+
     /// Rank 0: the one that owns the run directory, the logs and the bar.
     pub fn is_root(&self) -> bool {
         self.rank == 0
     }
 
+    /// This process's index among the ranks on its machine (the GPU it
+    /// drives), from the launcher's environment.
+    pub fn local_rank(&self) -> usize {
+        [
+            "OMPI_COMM_WORLD_LOCAL_RANK",
+            "MPI_LOCALRANKID",
+            "SLURM_LOCALID",
+        ]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+        .unwrap_or(0)
+    }
+
+    /// The device this rank trains on: with more than one rank and
+    /// `--device cuda`, GPU `local_rank` (one process per GPU) and, in a
+    /// build with the `nccl` feature, an NCCL communicator over the ranks'
+    /// GPUs for the gradients.
+    pub fn device(&self, name: &str) -> Result<candle_core::Device> {
+        if name != "cuda" || !self.reduces() {
+            return adain::runtime::device(name);
+        }
+        adain::runtime::device(name)?; // the "no CUDA in this build" message
+        let device = candle_core::Device::new_cuda(self.local_rank())?;
+        #[cfg(feature = "nccl")]
+        if let Backend::Mpi(m) = &self.backend {
+            let n = nccl_backend::Nccl::init(m, &device)?;
+            let _ = self.nccl.set(n);
+        }
+        Ok(device)
+    }
+
     /// Which backend carries the collectives, for the log.
     pub fn backend_name(&self) -> &'static str {
+        #[cfg(feature = "nccl")]
+        if self.nccl.get().is_some() {
+            return "nccl";
+        }
         match &self.backend {
             Backend::Single => "none",
             #[cfg(feature = "mpi")]
@@ -104,6 +152,10 @@ impl Dist {
     /// Element-wise sum over all ranks of a 1-D f32 tensor, in one call (the
     /// result is on the tensor's device).
     pub fn all_reduce_sum(&self, t: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "nccl")]
+        if let (Some(n), true) = (self.nccl.get(), t.device().is_cuda()) {
+            return n.all_reduce_sum(t);
+        }
         match &self.backend {
             Backend::Single => Ok(t.clone()),
             #[cfg(feature = "mpi")]
@@ -223,6 +275,103 @@ mod mpi_backend {
 
         pub fn abort(&self, code: i32) -> ! {
             self.world.abort(code)
+        }
+    }
+}
+
+/// NCCL on GPUs: MPI started the processes; rank 0 makes an NCCL id and MPI
+/// sends it to the others; the gradient buffer is then summed on the GPUs
+/// (never through host memory). Untested on hardware so far (README).
+#[cfg(feature = "nccl")]
+mod nccl_backend {
+    use std::sync::Arc;
+
+    use anyhow::{anyhow, bail, Result};
+    use candle_core::backend::BackendStorage;
+    use candle_core::cuda_backend::cudarc::nccl::safe::{Comm, Id, ReduceOp};
+    use candle_core::{CpuStorage, CudaStorage, CustomOp1, Device, Layout, Shape, Tensor};
+
+    pub struct Nccl {
+        comm: Arc<Comm>,
+    }
+
+    impl Nccl {
+        pub fn init(mpi: &super::mpi_backend::Mpi, device: &Device) -> Result<Self> {
+            let Device::Cuda(cuda) = device else {
+                bail!("NCCL needs a CUDA device");
+            };
+            let mine = if mpi.rank() == 0 {
+                let id = Id::new().map_err(|e| anyhow!("NCCL: cannot create an id: {e:?}"))?;
+                id.internal().iter().map(|&c| c as u8).collect()
+            } else {
+                Vec::new()
+            };
+            let bytes = mpi.broadcast_bytes(mine)?;
+            if bytes.len() != 128 {
+                bail!(
+                    "NCCL: the id from rank 0 has {} bytes, expected 128",
+                    bytes.len()
+                );
+            }
+            let mut internal = [0 as std::ffi::c_char; 128];
+            for (d, b) in internal.iter_mut().zip(&bytes) {
+                *d = *b as std::ffi::c_char;
+            }
+            let comm = Comm::from_rank(
+                cuda.cuda_stream(),
+                mpi.rank(),
+                mpi.size(),
+                Id::uninit(internal),
+            )
+            .map_err(|e| anyhow!("NCCL: cannot join the communicator: {e:?}"))?;
+            Ok(Self {
+                comm: Arc::new(comm),
+            })
+        }
+
+        pub fn all_reduce_sum(&self, t: &Tensor) -> Result<Tensor> {
+            let op = AllReduce {
+                comm: self.comm.clone(),
+            };
+            Ok(t.contiguous()?.apply_op1_no_bwd(&op)?)
+        }
+    }
+
+    struct AllReduce {
+        comm: Arc<Comm>,
+    }
+
+    // The communicator is used from the training thread only; candle's
+    // CustomOp1 asks for Send + Sync because ops may be shared.
+    unsafe impl Send for AllReduce {}
+    unsafe impl Sync for AllReduce {}
+
+    impl CustomOp1 for AllReduce {
+        fn name(&self) -> &'static str {
+            "nccl-all-reduce-sum"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            candle_core::bail!("NCCL all-reduce of a tensor on the CPU")
+        }
+
+        fn cuda_fwd(
+            &self,
+            s: &CudaStorage,
+            l: &Layout,
+        ) -> candle_core::Result<(CudaStorage, Shape)> {
+            let n = l.shape().elem_count();
+            let Some((start, end)) = l.contiguous_offsets() else {
+                candle_core::bail!("NCCL all-reduce of a strided tensor");
+            };
+            let dev = s.device().clone();
+            let src = s.as_cuda_slice::<f32>()?.slice(start..end);
+            // SAFETY: every element is written by the all-reduce below.
+            let mut dst = unsafe { dev.alloc::<f32>(n) }?;
+            self.comm
+                .all_reduce(&src, &mut dst, &ReduceOp::Sum)
+                .map_err(|e| candle_core::Error::msg(format!("NCCL all-reduce: {e:?}")))?;
+            Ok((CudaStorage::wrap_cuda_slice(dst, dev), l.shape().clone()))
         }
     }
 }

@@ -216,7 +216,7 @@ fn train(args: TrainArgs, dist: &dist::Dist) -> Result<()> {
     runtime::threads(cfg.threads);
     adain::conv::set_precision(cfg.precision);
     adain::conv::set_f4_forward(false);
-    let device = runtime::device(&cfg.device)?;
+    let device = dist.device(&cfg.device)?;
 
     // Encoder (frozen: plain tensors, no variables).
     let (vgg_path, vgg) = weights::load_encoder(cfg.vgg.as_deref())?;

@@ -118,7 +118,7 @@ impl<'a, M: Model> Trainer<'a, M> {
                 adam.step()
             );
         }
-        if dist.size() > 1 {
+        if dist.reduces() {
             start = share_state(dist, &params, &mut adam, start, &device)?;
         }
         let (mut records, mut log) = (Vec::new(), None);
@@ -216,7 +216,7 @@ impl<'a, M: Model> Trainer<'a, M> {
                     loss: lt,
                     lr,
                     secs_per_iter: t_last.elapsed().as_secs_f64() / n,
-                    comm_secs_per_iter: (self.dist.size() > 1).then_some(comm_secs / n),
+                    comm_secs_per_iter: self.dist.reduces().then_some(comm_secs / n),
                 };
                 self.append_log(rec)?;
                 (t_last, since_log, comm_secs) = (Instant::now(), 0, 0.0);
@@ -288,7 +288,7 @@ impl<'a, M: Model> Trainer<'a, M> {
         let mut gs = self.adam.gradients(&grads)?;
         drop(grads);
         let n = self.dist.size();
-        let (global, stop, comm_secs) = if n == 1 {
+        let (global, stop, comm_secs) = if !self.dist.reduces() {
             (local, stop, 0.0)
         } else {
             let t0 = Instant::now();
