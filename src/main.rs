@@ -45,8 +45,9 @@ enum Cmd {
     Reconstruct(cmd::optimize::ReconstructArgs),
     /// Parameter-exploration sheet: optimise for every style weight x style layer set.
     Grid(cmd::optimize::GridArgs),
-    /// Convert a PyTorch checkpoint (.pth: decoder.pth, vgg_normalised.pth, or a training
-    /// checkpoint wrapping a state dict) to safetensors.
+    /// Convert a PyTorch checkpoint (.pth: decoder.pth, vgg_normalised.pth, a
+    /// fast_neural_style network such as candy.pth, or a training checkpoint
+    /// wrapping a state dict) to safetensors.
     Convert(cmd::weights::ConvertArgs),
     /// Show what a weight file holds (tensors, shapes, metadata); without FILE,
     /// which encoder and decoder `adain stylize` would use, and from where.
