@@ -66,7 +66,19 @@ impl InstanceNorm {
 }
 
 impl Module for InstanceNorm {
+    /// On the CPU in f32 one op with f64 sums ([`crate::kernels::norm`]);
+    /// elsewhere candle's ops.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            return crate::kernels::norm::instance_norm(x, &self.weight, &self.bias, IN_EPS);
+        }
+        self.forward_graph(x)
+    }
+}
+
+impl InstanceNorm {
+    /// The same from candle's ops (any device; the reference in tests).
+    pub fn forward_graph(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let flat = x.reshape((n, c, h * w))?;
         let mean = flat.mean_keepdim(D::Minus1)?;
@@ -366,6 +378,37 @@ mod tests {
         ] {
             assert!(!TransformerNet::is_stale_key(k), "{k}");
         }
+    }
+
+    /// The CPU op and its three gradients against candle's graph.
+    #[test]
+    fn instance_norm_op_matches_the_graph() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let x =
+            candle_core::Var::from_tensor(&(Tensor::randn(0f32, 3., (2, 5, 7, 6), &dev)? + 2.0)?)?;
+        let w = candle_core::Var::from_tensor(&Tensor::randn(1f32, 0.3, 5, &dev)?)?;
+        let b = candle_core::Var::from_tensor(&Tensor::randn(0f32, 0.3, 5, &dev)?)?;
+        let norm = InstanceNorm {
+            weight: w.as_tensor().clone(),
+            bias: b.as_tensor().clone(),
+        };
+        let probe = Tensor::randn(0f32, 1., (2, 5, 7, 6), &dev)?;
+        let (fast, slow) = (norm.forward(&x)?, norm.forward_graph(&x)?);
+        let gf = (&fast * &probe)?.sum_all()?.backward()?;
+        let gs = (&slow * &probe)?.sum_all()?.backward()?;
+        let max = |t: &Tensor| -> candle_core::Result<f32> {
+            t.abs()?.flatten_all()?.max(0)?.to_scalar()
+        };
+        assert!(max(&(&fast - &slow)?)? < 1e-5);
+        for v in [&x, &w, &b] {
+            let (a, e) = (
+                gf.get(v.as_tensor()).unwrap(),
+                gs.get(v.as_tensor()).unwrap(),
+            );
+            let d = max(&(a - e)?)? / max(e)?;
+            assert!(d < 1e-4, "gradient differs by {d}");
+        }
+        Ok(())
     }
 
     #[test]
