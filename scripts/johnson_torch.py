@@ -48,7 +48,8 @@ tests/fixtures/johnson/
 - `fns.pth`: the same without the running_* entries (a current file).
 - `parity.safetensors` (float32):
   - `forward.input` [1,3,32,40] in 0..255 (image formula below, x255) and
-    `forward.output` = TransformerNet(init)(forward.input) [1,3,32,40].
+    `forward.output` = TransformerNet(init)(forward.input) [1,3,32,40];
+    `forward.output64`: the same in float64 (rounded to f32 when stored).
   - Training inputs: `train.content.K` [2,3,64,64] in [0,1], K = 0,1,2 (the batch
     of step K), `train.style` [1,3,64,64] in [0,1]; `train.weights` [3] = (content,
     style, tv) weights; `train.content_layer` [1] = index into relu1_1..relu4_1 of
@@ -68,6 +69,17 @@ tests/fixtures/johnson/
     step 0's total at the initial weights) and `final.KEY` (after the 3 updates) at
     idx; and whole-tensor `grad0sq.KEY`, `finalsum.KEY` [1] (sum of squares of the
     gradient; sum of the final weights), so no tensor goes unchecked.
+  - `grad0_f64.KEY` (same idx) and `loss64.content/style/tv/total` [1]: step 0 in
+    float64 (network, encoder and inputs cast to double), the exact values f32 runs
+    are measured against. PyTorch's own f32 gradients are up to ~9e-4 of a tensor's
+    largest away from them (the instance norms amplify rounding), so gradient parity
+    is judged as: ours as close to float64 as PyTorch's f32 is.
+  - Caution for the trainer's 3-step parity: the conv biases that feed an instance
+    norm and each residual block's `in2.bias` have gradients that are zero but for
+    rounding (a per-channel constant before an instance norm changes nothing), in
+    PyTorch too; Adam's first steps are sign-like, so their `final.*` values are
+    rounding noise of size ~STEPS*lr: compare them with an absolute tolerance of
+    ~3*STEPS*lr (they do not change the output), the rest tightly.
 Images (in [0,1]): img(seed, h, w)[c, y, x] = 0.5 + 0.35*sin(2*pi*(fx*x/w + fy*y/h)
 + phase_c) + 0.1*cos(2*pi*(x*y)/(h*w)*(1+seed)), fx = 1 + 0.7*seed, fy = 2 - 0.3*seed,
 phase_c = seed + 2.1*c, float64 then float32. forward.input: seed 0 (1 image, 32x40);
@@ -319,6 +331,7 @@ def make():
     with torch.no_grad():
         out["forward.input"] = x
         out["forward.output"] = net(x)
+        out["forward.output64"] = net_from(sd).double()(x.double()).float()
 
     vgg = load_vgg()
     style = image(9, 64, 64)
@@ -330,6 +343,18 @@ def make():
     out["train.style"] = style
     out["train.weights"] = torch.tensor(WEIGHTS, dtype=torch.float32)
     out["train.content_layer"] = torch.tensor([float(CONTENT_LAYER)])
+    # the same step-0 objective in float64: what f32 rounding costs either side
+    import copy
+    v64, n64 = copy.deepcopy(vgg).double(), copy.deepcopy(net).double()
+    with torch.no_grad():
+        g64 = [gram_matrix(f) for f in features(v64, style.double())]
+    terms = objective(v64, n64, batches[0].double(), g64)
+    terms[3].backward()
+    for n, v in zip(("content", "style", "tv", "total"), terms):
+        out[f"loss64.{n}"] = torch.tensor([v.item()], dtype=torch.float32)
+    for name, p in n64.named_parameters():
+        out[f"grad0_f64.{name}"] = subsample(p.grad).float()
+    del v64, n64
     opt = torch.optim.Adam(net.parameters(), lr=LR)
     hist = {n: [] for n in ("content", "style", "tv", "total")}
     params = dict(net.named_parameters())

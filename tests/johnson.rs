@@ -59,7 +59,11 @@ fn keys_and_shapes_match_the_torch_script() {
 fn pth_import_gives_the_torch_output() {
     let fx = parity();
     let dir = tempfile::tempdir().unwrap();
-    let (x, want) = (&fx["forward.input"], &fx["forward.output"]);
+    let (x, want, exact) = (
+        &fx["forward.input"],
+        &fx["forward.output"],
+        &fx["forward.output64"],
+    );
     let mut files = vec![fixture("init.safetensors")];
     for pth in ["fns.pth", "fns_running.pth", "fns_running_legacy.pth"] {
         let out = dir.path().join(pth.replace(".pth", ".safetensors"));
@@ -82,8 +86,12 @@ fn pth_import_gives_the_torch_output() {
         let got = net.net.forward(x).unwrap();
         assert_eq!(got.dims(), want.dims());
         let d = max_abs(&(&got - want).unwrap());
+        let (ours, torch) = (
+            max_abs(&(&got - exact).unwrap()),
+            max_abs(&(want - exact).unwrap()),
+        );
         eprintln!(
-            "{}: max abs diff {d:.3e} (output max {:.1})",
+            "{}: max abs diff {d:.3e} to PyTorch (output max {:.1}); to float64: ours {ours:.3e}, PyTorch's {torch:.3e}",
             f.display(),
             max_abs(want)
         );
@@ -148,8 +156,6 @@ fn encoder() -> adain::Encoder {
 /// every tensor (sampled values, and each tensor's whole sum of squares).
 #[test]
 fn objective_losses_and_gradients_match_torch() {
-    // as the trainer: the encoder's no-gradient convs on F(2x2,3x3) too
-    adain::conv::set_f4_forward(false);
     let fx = parity();
     let enc = encoder();
     let vm = VarMap::new();
@@ -175,62 +181,94 @@ fn objective_losses_and_gradients_match_torch() {
         ("total", &l.total),
     ] {
         let want = fx[&format!("loss.{name}")].to_vec1::<f32>().unwrap()[0] as f64;
+        let exact = fx[&format!("loss64.{name}")].to_vec1::<f32>().unwrap()[0] as f64;
         let got = scalar(got);
         let rel = (got - want).abs() / want.abs();
-        eprintln!("loss {name}: {got:.8e} vs torch {want:.8e} (relative {rel:.2e})");
+        eprintln!(
+            "loss {name}: {got:.8e} vs torch {want:.8e} (relative {rel:.2e}); to f64: ours {:.2e}, torch {:.2e}",
+            (got - exact).abs() / exact.abs(),
+            (want - exact).abs() / exact.abs()
+        );
         assert!(
             rel < 1e-5,
             "loss {name}: {got} vs {want} (relative {rel:.2e})"
         );
     }
     let grads = l.total.backward().unwrap();
-    let (mut worst, mut worst_sq) = ((0f32, String::new()), (0f64, String::new()));
+    // Per tensor, on the sampled entries: the largest |f64 gradient|, and the
+    // distances of ours and of PyTorch's f32 gradient to the f64 one, and
+    // ours to PyTorch's, each relative to that largest value.
+    let mut rows = Vec::new();
     for (k, var) in vm.data().lock().unwrap().iter() {
         let g = grads
             .get(var.as_tensor())
             .unwrap_or_else(|| panic!("no gradient for {k}"));
         let flat = g.flatten_all().unwrap();
         let n = flat.dim(0).unwrap();
-        let stride = (n / 256).max(1);
-        let idx: Vec<u32> = (0..n).step_by(stride).map(|i| i as u32).collect();
+        let idx: Vec<u32> = (0..n).step_by((n / 256).max(1)).map(|i| i as u32).collect();
         let idx = Tensor::new(idx.as_slice(), &Device::Cpu).unwrap();
-        let sample = flat.index_select(&idx, 0).unwrap();
-        let want = &fx[&format!("grad0.{k}")];
-        let d = max_abs(&(&sample - want).unwrap()) / max_abs(want).max(1e-30);
-        if d > worst.0 {
-            worst = (d, k.clone());
-        }
-        let sq = scalar(
-            &flat
-                .to_dtype(DType::F64)
-                .unwrap()
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap(),
-        );
-        let want_sq = fx[&format!("grad0sq.{k}")].to_vec1::<f32>().unwrap()[0] as f64;
-        let dsq = (sq - want_sq).abs() / want_sq.max(1e-30);
-        if dsq > worst_sq.0 {
-            worst_sq = (dsq, k.clone());
-        }
+        let ours = flat.index_select(&idx, 0).unwrap();
+        let (torch, exact) = (&fx[&format!("grad0.{k}")], &fx[&format!("grad0_f64.{k}")]);
+        let big = max_abs(exact).max(1e-30);
+        let d = |a: &Tensor, b: &Tensor| max_abs(&(a - b).unwrap()) / big;
+        rows.push((
+            k.clone(),
+            big,
+            d(&ours, exact),
+            d(torch, exact),
+            d(&ours, torch),
+        ));
     }
+    // A per-channel constant before an instance norm changes nothing, so the
+    // gradients of the conv biases that feed one, and of each residual
+    // block's last norm bias (added to the stream the next norms see), are
+    // zero but for rounding, in PyTorch too (its f64 values are ~1e-12):
+    // those are held to the scale of their layer's weight gradient instead.
+    let invariant = |k: &str| {
+        (k.ends_with("conv2d.bias") && !k.starts_with("deconv3"))
+            || (k.starts_with("res") && k.ends_with("in2.bias"))
+    };
+    let weight_scale = |k: &str| -> f32 {
+        let w = k
+            .replace("conv2d.bias", "conv2d.weight")
+            .replace("in2.bias", "in2.weight");
+        rows.iter().find(|r| r.0 == w).map_or(0.0, |r| r.1)
+    };
+    let worst = |f: &dyn Fn(&(String, f32, f32, f32, f32)) -> Option<f32>| {
+        rows.iter()
+            .filter_map(|r| f(r).map(|v| (v, r.0.clone())))
+            .fold((0f32, String::new()), |a, b| if b.0 > a.0 { b } else { a })
+    };
+    let ours = worst(&|r| (!invariant(&r.0)).then_some(r.2));
+    let torch = worst(&|r| (!invariant(&r.0)).then_some(r.3));
+    let direct = worst(&|r| (!invariant(&r.0)).then_some(r.4));
+    let inv = worst(&|r| {
+        invariant(&r.0).then(|| {
+            let g = grads_of(&vm, &grads, &r.0);
+            g / weight_scale(&r.0).max(1e-30)
+        })
+    });
     eprintln!(
-        "gradients: worst sampled difference {:.2e} of the tensor's largest ({}), worst sum of squares {:.2e} relative ({})",
-        worst.0, worst.1, worst_sq.0, worst_sq.1
+        "gradients (of each tensor's largest): ours to f64 {:.2e} ({}), PyTorch f32 to f64 {:.2e} ({}), ours to PyTorch f32 {:.2e} ({}); \
+         invariant biases {:.2e} of their weight gradient's largest ({})",
+        ours.0, ours.1, torch.0, torch.1, direct.0, direct.1, inv.0, inv.1
     );
-    assert!(
-        worst.0 < 1e-4,
-        "gradient of {} differs by {:.2e}",
-        worst.1,
-        worst.0
-    );
-    assert!(
-        worst_sq.0 < 1e-4,
-        "gradient norm of {} differs by {:.2e}",
-        worst_sq.1,
-        worst_sq.0
-    );
+    // As close to exact as PyTorch's own f32 is (twice its worst), per tensor
+    // too (four times its own, or 1e-4).
+    assert!(ours.0 <= 2.0 * torch.0, "{ours:?} vs PyTorch's {torch:?}");
+    for (k, _, o, t, _) in rows.iter().filter(|r| !invariant(&r.0)) {
+        assert!(
+            *o <= (4.0 * t).max(1e-4),
+            "{k}: {o:.2e} from f64, PyTorch {t:.2e}"
+        );
+    }
+    assert!(inv.0 < 1e-4, "{inv:?}");
+}
+
+/// The largest |gradient| of tensor `k` (all of it).
+fn grads_of(vm: &VarMap, grads: &candle_core::backprop::GradStore, k: &str) -> f32 {
+    let data = vm.data().lock().unwrap();
+    max_abs(grads.get(data[k].as_tensor()).unwrap())
 }
 
 fn adain(args: &[&str]) -> Output {
@@ -366,6 +404,28 @@ fn stylize_model_equals_the_library_forward() {
         .iter()
         .fold((255u8, 0u8), |(l, h), &v| (l.min(v), h.max(v)));
     assert!(hi - lo > 20, "flat output {lo}..{hi}");
+    // an alpha channel is carried to a PNG, and a file name as --output
+    let rgba = image::RgbaImage::from_fn(45, 31, |x, y| {
+        image::Rgba([(x * 5) as u8, (y * 8) as u8, 90, (x * 255 / 44) as u8])
+    });
+    let ca = dir.path().join("alpha.png");
+    rgba.save(&ca).unwrap();
+    let oa = dir.path().join("alpha_out.png");
+    ok(&adain(&[
+        "stylize",
+        "--model",
+        s(&net_file),
+        "-c",
+        s(&ca),
+        "-o",
+        s(&oa),
+    ]));
+    let back = image::open(&oa).unwrap().to_rgba8();
+    assert_eq!(back.dimensions(), (45, 31));
+    assert!(
+        back.pixels().zip(rgba.pixels()).all(|(a, b)| a[3] == b[3]),
+        "alpha lost"
+    );
     // an existing output is kept without --overwrite
     fails_with(
         &adain(&[
@@ -411,8 +471,14 @@ fn eval_scores_a_network_against_its_style() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report.join("metrics.json")).unwrap())
             .unwrap();
-    let text = json.to_string();
-    assert!(text.contains("johnson"), "{text}");
+    let source = json["source"].as_str().unwrap();
+    assert!(source.starts_with("johnson (network "), "{source}");
+    // two contents x one style, each scored
+    let pairs = json["stylized"]["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 2);
+    for p in pairs {
+        assert!(p["style_gram"].as_f64().unwrap().is_finite(), "{p}");
+    }
     fails_with(
         &adain(&[
             "eval",
