@@ -76,29 +76,67 @@ struct Shared(*mut f32);
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
-/// cols [C*k*k][a..b] of image `x` (one image's planes).
+/// cols [C*k*k][a..b] of image `x` (one image's planes) into `cols` (at
+/// least C*k*k*(b-a) long), row by row of the output: the columns whose
+/// source lies inside the image are a plain (stride 1) or strided copy, only
+/// the reflected edges go through the index table.
 fn im2col(
     g: &Geo,
     tables: &(Vec<usize>, Vec<usize>),
     x: &[f32],
     (a, b): (usize, usize),
-) -> Vec<f32> {
+    cols: &mut [f32],
+) {
     let (_, wo) = g.out_hw();
-    let (k, s, len) = (g.k, g.s, b - a);
-    let mut cols = vec![0f32; g.ckk() * len];
-    for ci in 0..g.c {
-        let plane = &x[ci * g.h * g.w..][..g.h * g.w];
-        for ky in 0..k {
-            for kx in 0..k {
-                let row = &mut cols[((ci * k + ky) * k + kx) * len..][..len];
-                for (j, v) in row.iter_mut().enumerate() {
-                    let (oy, ox) = ((a + j) / wo, (a + j) % wo);
-                    *v = plane[tables.0[oy * s + ky] * g.w + tables.1[ox * s + kx]];
+    let (k, s, p, len) = (g.k, g.s, g.pad(), b - a);
+    let mut j = a;
+    while j < b {
+        let (oy, ox0) = (j / wo, j % wo);
+        let ox1 = wo.min(ox0 + (b - j));
+        let off = j - a;
+        for kx in 0..k {
+            // ox with 0 <= ox*s + kx - p < w: a copy from the row
+            let lo = p.saturating_sub(kx).div_ceil(s).clamp(ox0, ox1);
+            let hi = ((g.w + p - kx - 1) / s + 1).clamp(lo, ox1);
+            for ci in 0..g.c {
+                let plane = &x[ci * g.h * g.w..][..g.h * g.w];
+                for ky in 0..k {
+                    let src = &plane[tables.0[oy * s + ky] * g.w..][..g.w];
+                    let row = &mut cols[((ci * k + ky) * k + kx) * len + off..][..ox1 - ox0];
+                    for ox in (ox0..lo).chain(hi..ox1) {
+                        row[ox - ox0] = src[tables.1[ox * s + kx]];
+                    }
+                    if hi > lo {
+                        let first = lo * s + kx - p;
+                        let dst = &mut row[lo - ox0..hi - ox0];
+                        if s == 1 {
+                            dst.copy_from_slice(&src[first..first + (hi - lo)]);
+                        } else {
+                            for (d, v) in dst.iter_mut().zip(src[first..].iter().step_by(s)) {
+                                *d = *v;
+                            }
+                        }
+                    }
                 }
             }
         }
+        j += ox1 - ox0;
     }
-    cols
+}
+
+/// The chunks split into one contiguous run per thread, in order: each run
+/// reuses one im2col buffer (a fresh 1 MB buffer per chunk cost a page
+/// fault per 4 KB), and sums over runs come out the same every time.
+fn runs(chunks: &[(usize, usize, usize)]) -> Vec<&[(usize, usize, usize)]> {
+    let n = rayon::current_num_threads().clamp(1, chunks.len().max(1));
+    (0..n)
+        .map(|r| &chunks[r * chunks.len() / n..(r + 1) * chunks.len() / n])
+        .collect()
+}
+
+/// The longest chunk.
+fn max_len(chunks: &[(usize, usize, usize)]) -> usize {
+    chunks.iter().map(|c| c.2 - c.1).max().unwrap_or(0)
 }
 
 /// `dst` (m x n, row stride `dst_rs`) (+)= lhs (m x k) rhs (k x n); each
@@ -145,29 +183,35 @@ pub fn conv_forward(g: &Geo, x: &[f32], wt: &[f32], b: &[f32]) -> Vec<f32> {
     let mut out = huge_vec(g.n * g.o * px);
     let dst = Shared(out.as_mut_ptr());
     let tables = g.tables();
-    g.chunks().into_par_iter().for_each(|(ni, a, b_)| {
+    let chunks = g.chunks();
+    let longest = max_len(&chunks);
+    runs(&chunks).into_par_iter().for_each(|mine| {
         let dst = dst;
-        let cols = im2col(
-            g,
-            &tables,
-            &x[ni * g.c * g.h * g.w..][..g.c * g.h * g.w],
-            (a, b_),
-        );
-        let len = b_ - a;
-        // SAFETY: each chunk writes its own columns a..b of image ni's planes.
-        unsafe {
-            let d = dst.0.add(ni * g.o * px + a);
-            for oi in 0..g.o {
-                std::slice::from_raw_parts_mut(d.add(oi * px), len).fill(b[oi]);
-            }
-            matmul(
-                (g.o, len, g.ckk()),
-                (d, px),
-                true,
-                (wt.as_ptr(), g.ckk(), 1),
-                (cols.as_ptr(), len, 1),
-                gemm::Parallelism::None,
+        let mut cols = vec![0f32; g.ckk() * longest];
+        for &(ni, a, b_) in mine {
+            let len = b_ - a;
+            im2col(
+                g,
+                &tables,
+                &x[ni * g.c * g.h * g.w..][..g.c * g.h * g.w],
+                (a, b_),
+                &mut cols,
             );
+            // SAFETY: each chunk writes its own columns a..b of image ni's planes.
+            unsafe {
+                let d = dst.0.add(ni * g.o * px + a);
+                for oi in 0..g.o {
+                    std::slice::from_raw_parts_mut(d.add(oi * px), len).fill(b[oi]);
+                }
+                matmul(
+                    (g.o, len, g.ckk()),
+                    (d, px),
+                    true,
+                    (wt.as_ptr(), g.ckk(), 1),
+                    (cols.as_ptr(), len, 1),
+                    gemm::Parallelism::None,
+                );
+            }
         }
     });
     out
@@ -180,21 +224,22 @@ pub fn conv_grad_weight(g: &Geo, x: &[f32], grad: &[f32]) -> Vec<f32> {
     let (ho, wo) = g.out_hw();
     let px = ho * wo;
     let chunks = g.chunks();
-    let runs = rayon::current_num_threads().clamp(1, chunks.len().max(1));
+    let longest = max_len(&chunks);
     let tables = g.tables();
-    let parts: Vec<Vec<f32>> = (0..runs)
+    let parts: Vec<Vec<f32>> = runs(&chunks)
         .into_par_iter()
-        .map(|r| {
+        .map(|mine| {
             let mut acc = vec![0f32; g.o * g.ckk()];
-            let mine = &chunks[r * chunks.len() / runs..(r + 1) * chunks.len() / runs];
+            let mut cols = vec![0f32; g.ckk() * longest];
             for (i, &(ni, a, b)) in mine.iter().enumerate() {
-                let cols = im2col(
+                let len = b - a;
+                im2col(
                     g,
                     &tables,
                     &x[ni * g.c * g.h * g.w..][..g.c * g.h * g.w],
                     (a, b),
+                    &mut cols,
                 );
-                let len = b - a;
                 // SAFETY: grad rows of image ni, columns a..b; cols is ckk x len.
                 unsafe {
                     matmul(
@@ -238,9 +283,9 @@ pub fn conv_grad_input(g: &Geo, grad: &[f32], wt: &[f32]) -> Vec<f32> {
     let (rows, cols_t) = g.tables();
     let one_image = |ni: usize| -> Vec<f32> {
         let mut padded = vec![0f32; g.c * hp * wp];
+        let mut dcols = vec![0f32; g.ckk() * max_len(&chunks)];
         for &(_, a, b) in chunks.iter().filter(|c| c.0 == ni) {
             let len = b - a;
-            let mut dcols = vec![0f32; g.ckk() * len];
             // SAFETY: wt is O x ckk (read transposed), grad rows of image ni.
             unsafe {
                 matmul(
