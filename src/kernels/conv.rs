@@ -115,7 +115,7 @@ fn use_amx(_c: usize, _o: usize) -> bool {
     precision() == Precision::Bf16 && crate::amx::available()
 }
 
-/// The forward op: (x [N,C,H,W], weight [O,C,3,3], bias [O]) -> [N,O,H,W],
+/// The forward op: (x `[N,C,H,W]`, weight `[O,C,3,3]`, bias `[O]`) -> `[N,O,H,W]`,
 /// with the ReLU that follows most convs fused in (saves a pass over the
 /// output and its backward).
 struct Conv3x3Reflect {
@@ -199,7 +199,7 @@ impl CustomOp3 for Conv3x3Reflect {
     }
 }
 
-/// grad [N,O,H,W] -> its sum over images and pixels [O], one channel per task
+/// grad `[N,O,H,W]` -> its sum over images and pixels `[O]`, one channel per task
 /// (candle's two reductions ran on one thread).
 struct GradBias;
 
@@ -251,7 +251,7 @@ impl CustomOp2 for ReluGrad {
     }
 }
 
-/// (grad [N,O,H,W], weight [O,C,3,3]) -> gradient of the input [N,C,H,W].
+/// (grad `[N,O,H,W]`, weight `[O,C,3,3]`) -> gradient of the input `[N,C,H,W]`.
 struct GradInput {
     shape: (usize, usize, usize, usize),
 }
@@ -280,7 +280,7 @@ impl CustomOp2 for GradInput {
     }
 }
 
-/// (x [N,C,H,W], grad [N,O,H,W]) -> gradient of the weight [O,C,3,3].
+/// (x `[N,C,H,W]`, grad `[N,O,H,W]`) -> gradient of the weight `[O,C,3,3]`.
 struct GradWeight;
 
 impl CustomOp2 for GradWeight {
@@ -309,7 +309,7 @@ impl CustomOp2 for GradWeight {
 
 /// `ReflectionPad2d(1)` + 3x3 conv + bias (+ ReLU) on the CPU, in f32 or (see
 /// [`set_precision`]) bf16 on AMX.
-/// x [N,C,H,W], weight [O,C,3,3], bias [O] -> [N,O,H,W].
+/// x `[N,C,H,W]`, weight `[O,C,3,3]`, bias `[O]` -> `[N,O,H,W]`.
 pub fn conv3x3_reflect(x: &Tensor, weight: &Tensor, bias: &Tensor, relu: bool) -> Result<Tensor> {
     let differentiable = x.track_op() || weight.track_op() || bias.track_op();
     let tile = if differentiable || !F4_FORWARD.load(Ordering::Relaxed) {
@@ -324,7 +324,7 @@ pub fn conv3x3_reflect(x: &Tensor, weight: &Tensor, bias: &Tensor, relu: bool) -
     )
 }
 
-/// The general op: (x [N,C,H,W], weight [O,C,k,k], bias [O]) -> [N,O,Ho,Wo],
+/// The general op: (x `[N,C,H,W]`, weight `[O,C,k,k]`, bias `[O]`) -> `[N,O,Ho,Wo]`,
 /// `ReflectionPad2d(k/2)` then a k x k conv of stride `stride`, through
 /// [`crate::kernels::im2col`]'s chunked im2col + gemm, in f32 at any
 /// precision (the AMX kernels are 3x3 stride 1 only). Johnson et al.'s 9x9
@@ -442,7 +442,7 @@ impl GradK {
     }
 }
 
-/// (grad [N,O,Ho,Wo], weight [O,C,k,k]) -> gradient of the input [N,C,H,W].
+/// (grad `[N,O,Ho,Wo]`, weight `[O,C,k,k]`) -> gradient of the input `[N,C,H,W]`.
 struct GradInputK(GradK);
 
 impl CustomOp2 for GradInputK {
@@ -464,7 +464,7 @@ impl CustomOp2 for GradInputK {
     }
 }
 
-/// (x [N,C,H,W], grad [N,O,Ho,Wo]) -> gradient of the weight [O,C,k,k].
+/// (x `[N,C,H,W]`, grad `[N,O,Ho,Wo]`) -> gradient of the weight `[O,C,k,k]`.
 struct GradWeightK(GradK);
 
 impl CustomOp2 for GradWeightK {
@@ -487,7 +487,7 @@ impl CustomOp2 for GradWeightK {
 }
 
 /// `ReflectionPad2d(k/2)` + k x k conv of stride `stride` + bias on the CPU
-/// (f32; see [`ConvReflect`]). x [N,C,H,W], weight [O,C,k,k], bias [O].
+/// (f32; see `ConvReflect`). x `[N,C,H,W]`, weight `[O,C,k,k]`, bias `[O]`.
 pub fn conv_reflect(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: usize) -> Result<Tensor> {
     let k = weight.dim(3)?;
     x.contiguous()?.apply_op3(

@@ -5,11 +5,11 @@
 //!
 //! Why chunks: a whole-image im2col of the 9x9 output layer (32 channels in)
 //! is 2592 values per pixel, 10 GB at 1024^2; a chunk is sized to stay in
-//! cache ([`CHUNK_BYTES`]). The reflection is folded into the gather (a table
+//! cache (`CHUNK_BYTES`). The reflection is folded into the gather (a table
 //! of source rows and columns), so no padded copy of the input is made.
 //!
-//! Layouts: x [N][C][H][W], weight [O][C][k][k] (rows of C*k*k), out
-//! [N][O][Ho][Wo] with Ho = (H + 2p - k) / s + 1, p = k / 2 (as PyTorch).
+//! Layouts: x `[N][C][H][W]`, weight `[O][C][k][k]` (rows of C*k*k), out
+//! `[N][O][Ho][Wo]` with Ho = (H + 2p - k) / s + 1, p = k / 2 (as PyTorch).
 
 use rayon::prelude::*;
 
@@ -76,7 +76,7 @@ struct Shared(*mut f32);
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
-/// cols [C*k*k][a..b] of image `x` (one image's planes) into `cols` (at
+/// cols `[C*k*k]`[a..b] of image `x` (one image's planes) into `cols` (at
 /// least C*k*k*(b-a) long), row by row of the output: the columns whose
 /// source lies inside the image are a plain (stride 1) or strided copy, only
 /// the reflected edges go through the index table.
@@ -176,7 +176,7 @@ unsafe fn matmul(
     );
 }
 
-/// Forward: out [N][O][Ho][Wo] = conv(reflect_pad(x), wt) + b.
+/// Forward: out `[N][O][Ho][Wo]` = conv(reflect_pad(x), wt) + b.
 pub fn conv_forward(g: &Geo, x: &[f32], wt: &[f32], b: &[f32]) -> Vec<f32> {
     let (ho, wo) = g.out_hw();
     let px = ho * wo;
@@ -217,7 +217,7 @@ pub fn conv_forward(g: &Geo, x: &[f32], wt: &[f32], b: &[f32]) -> Vec<f32> {
     out
 }
 
-/// Weight gradient: dW [O][C*k*k] = sum over chunks of grad (O x len) times
+/// Weight gradient: dW `[O][C*k*k]` = sum over chunks of grad (O x len) times
 /// cols^T. Chunks are summed per thread in order, then the threads' sums in
 /// order: the same result every time for a given thread count.
 pub fn conv_grad_weight(g: &Geo, x: &[f32], grad: &[f32]) -> Vec<f32> {

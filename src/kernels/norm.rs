@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use super::pad::f32_slice;
 
-/// (x [N,C,H,W], weight [C], bias [C]) -> `(x - mean) / sqrt(var + eps) *
+/// (x `[N,C,H,W]`, weight `[C]`, bias `[C]`) -> `(x - mean) / sqrt(var + eps) *
 /// weight + bias`, mean and biased variance over each H*W plane.
 struct InstanceNorm {
     eps: f64,
@@ -119,8 +119,8 @@ impl CustomOp3 for InstanceNorm {
     }
 }
 
-/// [`InstanceNorm`] on the CPU (f32, contiguous): x [N,C,H,W], weight and
-/// bias [C].
+/// `InstanceNorm` on the CPU (f32, contiguous): x `[N,C,H,W]`, weight and
+/// bias `[C]`.
 pub fn instance_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     x.contiguous()?.apply_op3(
         &weight.contiguous()?,

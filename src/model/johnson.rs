@@ -56,7 +56,7 @@ pub struct InstanceNorm {
 pub const IN_EPS: f64 = 1e-5;
 
 impl InstanceNorm {
-    /// `weight` [c] (initially 1) and `bias` [c] (initially 0), as PyTorch.
+    /// `weight` `[c]` (initially 1) and `bias` `[c]` (initially 0), as PyTorch.
     pub fn new(vb: VarBuilder, c: usize) -> candle_core::Result<Self> {
         Ok(Self {
             weight: vb.get_with_hints(c, "weight", Init::Const(1.0))?,
@@ -277,7 +277,7 @@ impl TransformerNet {
 }
 
 impl Module for TransformerNet {
-    /// [N,3,H,W] in 0..255 -> [N,3,H',W'] (H' = H when H is a multiple of
+    /// `[N,3,H,W]` in 0..255 -> `[N,3,H',W']` (H' = H when H is a multiple of
     /// [`STRIDE`]), not clamped.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let y = self.in1.forward(&self.conv1.forward(x)?)?.relu()?;
@@ -333,9 +333,9 @@ impl JohnsonNet {
         })
     }
 
-    /// Stylizes `content` [N,3,H,W] in [0,1] (our image tensors): reflection-
+    /// Stylizes `content` `[N,3,H,W]` in `[0,1]` (our image tensors): reflection-
     /// padded to a multiple of [`STRIDE`], scaled to 0..255 for the network,
-    /// back to [0,1] (not clamped) and cropped to the content's size.
+    /// back to `[0,1]` (not clamped) and cropped to the content's size.
     pub fn stylize(&self, content: &Tensor) -> Result<Tensor> {
         stylize_with(&self.net, content)
     }

@@ -4,9 +4,9 @@
 //! VGG-19 encoder. The trainer (`train/`) owns the loop and the optimiser.
 //!
 //! Pixel ranges: the network works in 0..255 (the `fast_neural_style`
-//! example); our encoder takes RGB in [0,1] (its first 1x1 conv makes Caffe
+//! example); our encoder takes RGB in `[0,1]` (its first 1x1 conv makes Caffe
 //! BGR minus the mean, see `encoder.rs`). So the content batch is given in
-//! [0,1], multiplied by 255 for the network, and the output divided by 255
+//! `[0,1]`, multiplied by 255 for the network, and the output divided by 255
 //! for the encoder and the TV term. The example normalises with ImageNet's
 //! mean and std for torchvision's VGG-16 instead; our encoder's own input
 //! convention replaces that.
@@ -53,12 +53,12 @@ pub struct Objective {
     /// Index into relu1_1..relu4_1 ([`FEATURE_NAMES`]) of the content loss.
     pub content_layer: usize,
     pub weights: Weights,
-    /// [1,C,C] per layer relu1_1..relu4_1, of the style image (detached).
+    /// `[1,C,C]` per layer relu1_1..relu4_1, of the style image (detached).
     pub style_grams: Vec<Tensor>,
 }
 
 impl Objective {
-    /// `style` [1,3,H,W] in [0,1].
+    /// `style` `[1,3,H,W]` in `[0,1]`.
     pub fn new(
         encoder: &Encoder,
         style: &Tensor,
@@ -92,13 +92,13 @@ impl Objective {
         FEATURE_NAMES[self.content_layer]
     }
 
-    /// One forward pass: `content` [B,3,H,W] in [0,1], H and W multiples of
+    /// One forward pass: `content` `[B,3,H,W]` in `[0,1]`, H and W multiples of
     /// [`super::STRIDE`] (training crops). Content = MSE of the features at
     /// the content layer, output vs content; style = sum over relu1_1..relu4_1
     /// of the MSE between the output's Gram matrices and the style's (each
     /// `F F^T / (C H W)`, the example's `gram_matrix`; MSE over B*C*C); tv =
     /// mean squared difference of vertically plus of horizontally adjacent
-    /// pixels of the output in [0,1].
+    /// pixels of the output in `[0,1]`.
     pub fn losses(
         &self,
         encoder: &Encoder,
