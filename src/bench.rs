@@ -435,7 +435,12 @@ pub fn run(
         let mut params: Vec<(String, candle_core::Var)> =
             jvm.data().lock().unwrap().clone().into_iter().collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut adam = Adam::new(params, AdamConfig::default())?;
+        let cfg = AdamConfig {
+            lr: 1e-3,
+            lr_decay: 0.0,
+            ..AdamConfig::default()
+        };
+        let mut adam = Adam::new(params, cfg)?;
         let style = Tensor::rand(0f32, 1., (1, 3, side, side), dev)?;
         let obj = crate::johnson::Objective::new(
             encoder,

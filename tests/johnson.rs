@@ -271,6 +271,124 @@ fn grads_of(vm: &VarMap, grads: &candle_core::backprop::GradStore, k: &str) -> f
     max_abs(grads.get(data[k].as_tensor()).unwrap())
 }
 
+/// Three Adam steps (lr 1e-3, no decay) with the library's objective and
+/// optimiser from the same weights as PyTorch: each step's losses, and the
+/// final weights (what the trainer's own parity test builds on).
+#[test]
+fn three_adam_steps_follow_torch() {
+    let fx = parity();
+    let enc = encoder();
+    let vm = VarMap::new();
+    let net = TransformerNet::new(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+    let init = WeightFile::load(&fixture("init.safetensors")).unwrap();
+    let mut params: Vec<(String, candle_core::Var)> = vm
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    for (k, v) in &params {
+        v.set(&init.tensors[k]).unwrap();
+    }
+    let w = fx["train.weights"].to_vec1::<f32>().unwrap();
+    let weights = Weights {
+        content: w[0] as f64,
+        style: w[1] as f64,
+        tv: w[2] as f64,
+    };
+    let obj = Objective::new(&enc, &fx["train.style"], 1, weights).unwrap();
+    let cfg = adain::optim::AdamConfig {
+        lr: 1e-3,
+        lr_decay: 0.0,
+        ..Default::default()
+    };
+    let mut adam = adain::optim::Adam::new(params.clone(), cfg).unwrap();
+    // PyTorch's own f32 run drifts from its float64 one as rounding noise in
+    // near-zero gradients becomes Adam steps of ~lr: see the bounds below.
+    for step in 0..3 {
+        let l = obj
+            .losses(&enc, &net, &fx[&format!("train.content.{step}")])
+            .unwrap();
+        for (name, got) in [
+            ("content", &l.content),
+            ("style", &l.style),
+            ("tv", &l.tv),
+            ("total", &l.total),
+        ] {
+            let at =
+                |key: &str| fx[&format!("{key}.{name}")].to_vec1::<f32>().unwrap()[step] as f64;
+            let (torch, exact, got) = (at("loss"), at("loss64_steps"), scalar(got));
+            let (ours_d, torch_d) = ((got - exact).abs() / exact, (torch - exact).abs() / exact);
+            eprintln!(
+                "step {step} {name}: to float64 ours {ours_d:.2e}, PyTorch f32 {torch_d:.2e}"
+            );
+            // Every weighted term within 1e-3 of the float64 total at every
+            // step; in steps 0 and 1 each term also no further from float64
+            // than three times PyTorch's own f32 drift (or 1e-5). From step 2
+            // the drift is chaotic: entries whose gradients are rounding
+            // noise have moved by +-lr twice in every run, and the tv term
+            // (1% of the total, the high frequencies those moves make) is
+            // 5e-3 from float64 in PyTorch's f32 run, 3e-2 in ours.
+            let weight =
+                [1.0, w[0] as f64, w[1] as f64, w[2] as f64][["total", "content", "style", "tv"]
+                    .iter()
+                    .position(|n| *n == name)
+                    .unwrap()];
+            let total = fx["loss64_steps.total"].to_vec1::<f32>().unwrap()[step] as f64;
+            let share = weight * (got - exact).abs() / total;
+            assert!(share < 1e-3, "step {step} {name}: {share:.2e} of the total");
+            if step < 2 {
+                assert!(
+                    ours_d <= (3.0 * torch_d).max(1e-5),
+                    "step {step} {name}: {ours_d:.2e} from float64, PyTorch's f32 {torch_d:.2e}"
+                );
+            }
+        }
+        adam.step_grads(&l.total.backward().unwrap()).unwrap();
+    }
+    // Final weights: the share of sampled entries within 1e-5 of float64's,
+    // ours and PyTorch's, and how far any entry strays (3 steps of at most
+    // ~lr each).
+    let (mut ours_close, mut torch_close, mut total, mut worst) = (0usize, 0usize, 0usize, 0f32);
+    for (k, v) in &params {
+        let flat = v.as_tensor().flatten_all().unwrap();
+        let n = flat.dim(0).unwrap();
+        let idx: Vec<u32> = (0..n).step_by((n / 256).max(1)).map(|i| i as u32).collect();
+        let idx = Tensor::new(idx.as_slice(), &Device::Cpu).unwrap();
+        let ours = flat
+            .index_select(&idx, 0)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let torch = fx[&format!("final.{k}")].to_vec1::<f32>().unwrap();
+        let exact = fx[&format!("final64.{k}")].to_vec1::<f32>().unwrap();
+        for ((a, t), e) in ours.iter().zip(&torch).zip(&exact) {
+            worst = worst.max((a - e).abs());
+            ours_close += ((a - e).abs() < 1e-5) as usize;
+            torch_close += ((t - e).abs() < 1e-5) as usize;
+            total += 1;
+        }
+    }
+    let pct = |n: usize| 100.0 * n as f64 / total as f64;
+    eprintln!(
+        "final weights within 1e-5 of float64: ours {:.1}%, PyTorch f32 {:.1}% of {total}; ours at most {worst:.2e} away",
+        pct(ours_close),
+        pct(torch_close)
+    );
+    assert!(
+        worst <= 6e-3 + 1e-5,
+        "an entry moved further than 3 steps of lr allow: {worst}"
+    );
+    assert!(
+        pct(ours_close) >= pct(torch_close) - 5.0,
+        "{:.1}% of the final weights agree with float64, PyTorch's f32 {:.1}%",
+        pct(ours_close),
+        pct(torch_close)
+    );
+}
+
 fn adain(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_adain"))
         .args(args)
