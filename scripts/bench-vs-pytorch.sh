@@ -9,6 +9,8 @@
 #   --quick: 256 and 512 only, training at batch 2 (a smoke run; not for the record)
 #   --work: only these workloads (names as in `adain bench`, e.g. train_b8_256)
 #   --precisions: f32 alone on a CPU without AMX, where adain's bf16 is f32 anyway
+# Johnson et al.'s network: johnson_512 johnson_1024 johnson_train_b4_256 (in the full run;
+# alone: --work "johnson_512 johnson_1024 johnson_train_b4_256")
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -28,6 +30,7 @@ if [ "$quick" = 1 ]; then
   work="stylize_256 stylize_512 stylize_cached_512 train_b2_256"
 else
   work="stylize_256 stylize_512 stylize_cached_512 stylize_1024 stylize_2048 train_b8_256"
+  work="$work johnson_512 johnson_1024 johnson_train_b4_256"
 fi
 [ -n "$only" ] && work="$only"
 [ -x .venv/bin/python ] || { python3 -m venv .venv && .venv/bin/pip install -q torch numpy safetensors; }
@@ -35,12 +38,14 @@ cargo build --release --bins -q
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for w in $work; do
-  b=8 size=256
+  b=8 size=256 jb=4
   if [[ $w == train_b* ]]; then b=${w#train_b}; b=${b%%_*}; size=${w##*_}; fi
+  if [[ $w == johnson_train_b* ]]; then jb=${w#johnson_train_b}; jb=${jb%%_*}; size=${w##*_}; fi
   for p in $precisions; do
     echo "adain $w ($p)" >&2
     target/release/adain bench --threads "$threads" --precision "$p" --only "$w" \
-      --sizes "${w##*_}" --batch-size "$b" --train-size "$size" --json > "$tmp/adain-$p-$w.json"
+      --sizes "${w##*_}" --johnson-sizes "${w##*_}" --batch-size "$b" --johnson-batch-size "$jb" \
+      --train-size "$size" --json > "$tmp/adain-$p-$w.json"
     echo "pytorch $w ($p)" >&2
     flag=""; [ "$p" = bf16 ] && flag="--bf16"
     .venv/bin/python scripts/bench_torch.py --threads "$threads" --only "$w" $flag \

@@ -4,7 +4,11 @@ make_fixtures.py), one JSON object per run on the last line:
 {name: {median_s, min_s, max_s, runs, peak_rss_mb}}.
 
 Workloads: stylize_S (content + style encode, AdaIN, decode), stylize_cached_S
-(style statistics precomputed), train_bB_S (forward, backward, Adam step).
+(style statistics precomputed), train_bB_S (forward, backward, Adam step);
+johnson_S (Johnson et al.'s TransformerNet of pytorch/examples fast_neural_style,
+one forward pass, 0..1 -> 0..255 and back as `adain stylize --model`) and
+johnson_train_bB_S (its perceptual-loss step with our VGG-19 encoder, Adam 1e-3:
+the objective of scripts/johnson_torch.py).
 --bf16 runs the convolutions under torch.autocast("cpu", torch.bfloat16), which
 oneDNN executes on AMX where the CPU has it. --device cuda runs the same work on
 the GPU in f32 (each run ends by waiting for the GPU), to set beside
@@ -21,6 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_fixtures as ref  # noqa: E402
+import johnson_torch as jt  # noqa: E402
 
 
 def reset_peak():
@@ -85,7 +90,36 @@ def main():
     cast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.bf16 else contextlib.nullcontext
     res = {}
     for name in a.only.split(","):
-        if name.startswith("stylize_"):
+        if name.startswith("johnson_train_b"):
+            b, side = name[len("johnson_train_b"):].split("_")
+            b, side = int(b), int(side)
+            for p in vgg.parameters():
+                p.requires_grad_(False)
+            net = jt.TransformerNet().to(dev)
+            opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+            c, st = torch.rand(b, 3, side, side, device=dev), torch.rand(1, 3, side, side, device=dev)
+            with torch.no_grad(), cast():
+                grams = [jt.gram_matrix(f.float()) for f in jt.features(vgg, st)]
+
+            def jstep():
+                with cast():
+                    _, _, _, total = jt.objective(vgg, net, c, grams, weights=(1.0, 1.0, 1.0))
+                opt.zero_grad()
+                total.float().backward()
+                opt.step()
+
+            res[name] = measure(jstep, a.train_steps)
+        elif name.startswith("johnson_"):
+            side = int(name.rsplit("_", 1)[1])
+            net = jt.TransformerNet().to(dev)
+            c = torch.rand(1, 3, side, side, device=dev)
+
+            def jwork():
+                with torch.no_grad(), cast():
+                    return (net(c * 255.0) / 255.0).float().sum().item()
+
+            res[name] = measure(jwork, runs_for(side, a.repeat))
+        elif name.startswith("stylize_"):
             side = int(name.rsplit("_", 1)[1])
             c, st = torch.rand(1, 3, side, side, device=dev), torch.rand(1, 3, side, side, device=dev)
             if name.startswith("stylize_cached_"):

@@ -10,3 +10,5 @@ fi
 .venv/bin/python scripts/make_fixtures.py "$@"
 # adain optimize: objective, gradients and L-BFGS steps (its docstring is the contract)
 .venv/bin/python scripts/make_optimize_fixtures.py
+# Johnson et al.'s network: forward, .pth import, objective and 3 Adam steps (its docstring is the contract)
+.venv/bin/python scripts/johnson_torch.py

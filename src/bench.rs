@@ -56,6 +56,29 @@ pub fn train_step_flops(b: usize, s: usize) -> f64 {
     b as f64 * (3.0 * e + d + e + 2.0 * d)
 }
 
+/// FLOPs of Johnson et al.'s network on an h x w image (multiples of 4):
+/// its 9x9 image layers, the stride-2 and upsampled 3x3 layers and the ten
+/// 3x3 convs of the residual blocks (at a quarter of the resolution).
+pub fn johnson_flops(h: usize, w: usize) -> f64 {
+    let px = (h * w) as f64;
+    let conv =
+        |ci: usize, co: usize, k: usize, share: f64| 2.0 * (ci * co * k * k) as f64 * px * share;
+    conv(3, 32, 9, 1.0)
+        + conv(32, 64, 3, 0.25)
+        + conv(64, 128, 3, 1.0 / 16.0)
+        + 2.0 * crate::johnson::RESIDUAL_BLOCKS as f64 * conv(128, 128, 3, 1.0 / 16.0)
+        + conv(128, 64, 3, 0.25)
+        + conv(64, 32, 3, 1.0)
+        + conv(32, 3, 9, 1.0)
+}
+
+/// FLOPs of one Johnson training step (batch b, s x s): the network forward
+/// and backward (both gradients), the encoder on the content (targets) and
+/// on the output, and the encoder's input gradient.
+pub fn johnson_train_step_flops(b: usize, s: usize) -> f64 {
+    b as f64 * (3.0 * johnson_flops(s, s) + 3.0 * encoder_flops(s, s))
+}
+
 /// One measured workload.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -101,6 +124,11 @@ pub struct Settings {
     /// whole-image or tiles under `limits` (8-bit in and out, as a user's file).
     pub large: Vec<(u32, u32)>,
     pub limits: crate::engine::Limits,
+    /// Square sides for Johnson et al.'s network (rows `johnson_S`).
+    pub johnson_sizes: Vec<usize>,
+    /// Batch of the Johnson training step (row `johnson_train_bB_S`, S =
+    /// `train_size`).
+    pub johnson_batch: usize,
 }
 
 /// Resets the kernel's peak-RSS counter of this process (Linux).
@@ -344,7 +372,35 @@ pub fn run(
             runs,
         );
     }
+    // Johnson et al.'s network: formula-free random weights (timing does not
+    // depend on them), the same 0..1 -> 0..255 path as `adain stylize --model`.
+    let jvm = VarMap::new();
+    let jnet = crate::johnson::TransformerNet::new(VarBuilder::from_varmap(&jvm, DType::F32, dev))?;
+    for &side in &s.johnson_sizes {
+        let name = format!("johnson_{side}");
+        if !wanted(&name) {
+            continue;
+        }
+        let runs = if side >= 1024 {
+            s.repeat.min(3)
+        } else {
+            s.repeat
+        };
+        let c = Tensor::rand(0f32, 1., (1, 3, side, side), dev)?.detach();
+        let m = time_runs(dev, runs, || {
+            crate::johnson::stylize_with(&jnet, &c)?;
+            Ok(())
+        })?;
+        push(
+            name,
+            format!("Johnson network {side}x{side} (per-style, one forward pass)"),
+            johnson_flops(side, side) / 1e9,
+            m,
+            runs,
+        );
+    }
     let (b, side) = (s.train_batch, s.train_size);
+    let jname = format!("johnson_train_b{}_{side}", s.johnson_batch);
     let name = format!("train_b{b}_{side}");
     if wanted(&name) {
         // As `adain-train` does (from here on: the stylize rows above keep
@@ -368,6 +424,43 @@ pub fn run(
             name,
             format!("training step, batch {b}, {side}x{side} (forward, backward, Adam)"),
             train_step_flops(b, side) / 1e9,
+            m,
+            s.train_steps,
+        );
+    }
+    if wanted(&jname) {
+        crate::alloc::keep_freed_memory();
+        crate::conv::set_f4_forward(false);
+        let jb = s.johnson_batch;
+        let mut params: Vec<(String, candle_core::Var)> =
+            jvm.data().lock().unwrap().clone().into_iter().collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let cfg = AdamConfig {
+            lr: 1e-3,
+            lr_decay: 0.0,
+            ..AdamConfig::default()
+        };
+        let mut adam = Adam::new(params, cfg)?;
+        let style = Tensor::rand(0f32, 1., (1, 3, side, side), dev)?;
+        let obj = crate::johnson::Objective::new(
+            encoder,
+            &style,
+            crate::johnson::objective::DEFAULT_CONTENT_LAYER,
+            crate::johnson::Weights {
+                content: 1.0,
+                style: 1.0,
+                tv: 1.0,
+            },
+        )?;
+        let c = Tensor::rand(0f32, 1., (jb, 3, side, side), dev)?;
+        let m = time_runs(dev, s.train_steps, || {
+            let l = obj.losses(encoder, &jnet, &c)?;
+            adam.step_grads(&l.total.backward()?)
+        })?;
+        push(
+            jname,
+            format!("Johnson training step, batch {jb}, {side}x{side} (forward, backward, Adam)"),
+            johnson_train_step_flops(jb, side) / 1e9,
             m,
             s.train_steps,
         );

@@ -11,10 +11,13 @@
 //!   - [`loss`]: every loss: training objective, style statistics, Gram matrices;
 //!   - [`color`]: colour preservation (coral, luminance);
 //!   - [`stylize`]: `Model`, the inference pipeline on tensors (alpha, blends, masks, colour);
+//!   - [`johnson`]: Johnson et al.'s per-style feed-forward network (PyTorch
+//!     `fast_neural_style` keys) and its perceptual-loss training objective;
 //! - [`kernels`], the CPU kernels:
 //!   - [`conv`]: the fused CPU pad+conv+ReLU op and the precision switch;
 //!   - [`winograd`]: its f32 kernels, Winograd F(2x2, 3x3) (F(4x4, 3x3) where no gradient flows);
 //!   - [`amx`]: its bf16 kernels on Intel AMX (`--precision bf16`);
+//!   - `kernels::im2col`: the other kernel sizes and strides (9x9, stride 2), f32;
 //!   - [`alloc`]: the binaries' allocator (huge pages for large tensors);
 //!   - `kernels::pad`: what they share (reflection indices, padding kinds);
 //! - [`engine`]: a stylization job for every front-end: the plan (inputs,
@@ -48,7 +51,7 @@ pub mod video;
 
 pub use io::{atomic, image_io, weights};
 pub use kernels::{alloc, amx, conv, winograd};
-pub use model::{adain, color, decoder, encoder, layers, loss, stylize};
+pub use model::{adain, color, decoder, encoder, johnson, layers, loss, stylize};
 
 pub use decoder::Decoder;
 pub use encoder::Encoder;

@@ -45,14 +45,16 @@ enum Cmd {
     Reconstruct(cmd::optimize::ReconstructArgs),
     /// Parameter-exploration sheet: optimise for every style weight x style layer set.
     Grid(cmd::optimize::GridArgs),
-    /// Convert a PyTorch checkpoint (.pth: decoder.pth, vgg_normalised.pth, or a training
-    /// checkpoint wrapping a state dict) to safetensors.
+    /// Convert a PyTorch checkpoint (.pth: decoder.pth, vgg_normalised.pth, a
+    /// fast_neural_style network such as candy.pth, or a training checkpoint
+    /// wrapping a state dict) to safetensors.
     Convert(cmd::weights::ConvertArgs),
     /// Show what a weight file holds (tensors, shapes, metadata); without FILE,
     /// which encoder and decoder `adain stylize` would use, and from where.
     Info(cmd::weights::InfoArgs),
     /// Measure speed and memory: stylization at several sizes (with and without a
-    /// cached style) and one training step. Prints median and range of several
+    /// cached style), one training step, and Johnson et al.'s per-style network
+    /// (stylization at --johnson-sizes, one training step). Prints median and range of several
     /// runs after a warm-up, convolution GFLOP/s, % of this machine's measured
     /// matrix-multiply peak (f32: a 2048^3 matmul; bf16: the AMX kernel) and peak
     /// resident memory. FLOPs count direct 3x3 convolutions: f32's Winograd

@@ -54,6 +54,12 @@ pub struct BenchArgs {
     /// Force tiles of N px for the large rows (as `adain stylize --tile`).
     #[arg(long)]
     tile: Option<u32>,
+    /// Image sides for Johnson et al.'s network (rows `johnson_S`).
+    #[arg(long, value_delimiter = ',', default_value = "512,1024")]
+    johnson_sizes: Vec<usize>,
+    /// Batch of the Johnson training step (row `johnson_train_bB_S`, S = --train-size).
+    #[arg(long, default_value_t = 4)]
+    johnson_batch_size: usize,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -91,6 +97,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
             tile: a.tile,
             ..Default::default()
         },
+        johnson_sizes: a.johnson_sizes,
+        johnson_batch: a.johnson_batch_size,
     };
     let threads = candle_core::utils::get_num_threads();
     let r = adain::bench::run(&model, &encoder, &settings, threads, &dev)?;

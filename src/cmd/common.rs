@@ -1,12 +1,13 @@
 //! Flags more than one subcommand takes: which model, where it runs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 
 use adain::conv::Precision;
 use adain::engine::Engine;
+use adain::johnson::JohnsonNet;
 use adain::{runtime, weights, Model};
 
 /// `--vgg`, `--decoder`, `--device`, `--threads`, `--precision`.
@@ -34,10 +35,30 @@ impl ModelArgs {
     /// Sets the process-wide switches (threads, precision) once, then loads
     /// the model into an engine.
     pub fn engine(&self) -> Result<Engine> {
-        runtime::threads(self.threads);
-        adain::conv::set_precision(self.precision);
-        let device = runtime::device(&self.device)?;
+        let device = self.switches()?;
         let (vgg, decoder) = weights::locate_model(self.vgg.as_deref(), self.decoder.as_deref())?;
         Ok(Engine::new(Model::from_sources(&vgg, &decoder, &device)?))
+    }
+
+    /// [`Self::engine`] for a per-style Johnson network file (`--model`);
+    /// `--vgg` and `--decoder` must not be given.
+    pub fn johnson_engine(&self, network: &Path) -> Result<Engine> {
+        for (flag, given) in [
+            ("--vgg", self.vgg.is_some()),
+            ("--decoder", self.decoder.is_some()),
+        ] {
+            if given {
+                bail!("{flag} cannot be used with --model: a per-style network needs no encoder or decoder");
+            }
+        }
+        let device = self.switches()?;
+        Ok(Engine::johnson(JohnsonNet::load(network, &device)?))
+    }
+
+    /// Sets the process-wide switches (threads, precision) once; the device.
+    fn switches(&self) -> Result<candle_core::Device> {
+        runtime::threads(self.threads);
+        adain::conv::set_precision(self.precision);
+        runtime::device(&self.device)
     }
 }

@@ -17,6 +17,7 @@ use adain::engine::{Engine, Job, Request, Settings, Style};
 use adain::eval::{self, Features, Metrics, PairScore, Protocol, Report, Section};
 use adain::image_io;
 use adain::image_io::Source;
+use adain::johnson::JohnsonNet;
 use adain::weights;
 use adain::{runtime, Encoder, Model};
 
@@ -44,7 +45,8 @@ same metrics for output = content and output = style frame the scale.\n\nWrites 
 OUT/metrics.json, OUT/metrics.csv and OUT/sheet.jpg (rows = contents, columns = styles, in \
 the order of `contents` and `styles` in metrics.json); existing report files need --overwrite.\n\n\
 Without --outputs a decoder is needed, found as by `adain stylize` (--decoder, \
-$ADAIN_WEIGHTS/decoder.safetensors when set, else weights/). With --outputs a pair without a file is an error \
+$ADAIN_WEIGHTS/decoder.safetensors when set, else weights/), or a per-style network (--model FILE, \
+scored against each --style). With --outputs a pair without a file is an error \
 naming the first missing file and the count, unless --allow-missing: then it is skipped, listed \
 under `missing` in metrics.json, and left out of every set, baselines included.")
 )]
@@ -57,8 +59,18 @@ pub struct EvalArgs {
     style: PathBuf,
     /// Score the files in DIR instead of stylizing: `{content}_stylized_{style}.EXT`
     /// (any image extension) for every pair, made by any tool.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["decoder", "save_outputs"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["decoder", "save_outputs", "network"])]
     outputs: Option<PathBuf>,
+    /// Score a per-style network (Johnson et al., `adain stylize --model`)
+    /// instead of the AdaIN decoder: each content is stylized once and scored
+    /// against every --style (normally the one style it was trained on).
+    #[arg(
+        long = "model",
+        id = "network",
+        value_name = "FILE",
+        conflicts_with = "decoder"
+    )]
+    network: Option<PathBuf>,
     /// With --outputs: skip pairs that have no file and list them in the report
     /// (default: a missing output is an error).
     #[arg(long, requires = "outputs")]
@@ -256,6 +268,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&a.alpha) {
         bail!("--alpha {}: must be between 0 and 1", a.alpha);
     }
+    if a.network.is_some() && a.alpha != 1.0 {
+        bail!("--alpha cannot be used with --model: a per-style network has no style strength");
+    }
     runtime::threads(a.threads);
     let device = runtime::device(&a.device)?;
 
@@ -302,10 +317,24 @@ pub fn run(a: EvalArgs) -> Result<()> {
             load_encoder(&vgg, &device)?,
             format!("files in {}", dir.display()),
         ),
+        None if a.network.is_some() => {
+            let net = a.network.as_deref().expect("checked");
+            if !net.is_file() {
+                bail!("{}: no such network file (--model)", net.display());
+            }
+            adain::conv::set_precision(a.precision);
+            let engine = Engine::johnson(JohnsonNet::load(net, &device)?);
+            let source = format!(
+                "johnson (network {}, precision {})",
+                net.display(),
+                adain::conv::effective(a.precision)
+            );
+            (Some(engine), load_encoder(&vgg, &device)?, source)
+        }
         None => {
             let decoder = weights::locate_decoder(a.decoder.as_deref())?;
             let engine = Engine::new(Model::from_sources(&vgg, &decoder, &device)?);
-            let encoder = engine.model.encoder.clone();
+            let encoder = engine.model()?.encoder.clone();
             adain::conv::warn_if_unavailable(a.precision);
             let source = format!(
                 "adain (decoder {}, precision {}, alpha {})",
@@ -362,6 +391,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let mut tiles: Vec<Vec<Option<RgbImage>>> = vec![vec![None; styles.len()]; contents.len()];
     let mut style_thumbs = Vec::new();
     let mut warm = false;
+    // --model: each content's output (and its time), made once
+    let mut net_outputs: Vec<Option<(Rgb32FImage, f64)>> = vec![None; contents.len()];
     for (j, spath) in styles.iter().enumerate() {
         let st = load(spath)?;
         for (i, c) in cs.iter().enumerate() {
@@ -371,6 +402,14 @@ pub fn run(a: EvalArgs) -> Result<()> {
                     let pic = image_io::load(p)?;
                     (to_square(&pic, a.size), None, Some(p.display().to_string()))
                 }
+                (None, Some(_)) if net_outputs[i].is_some() => {
+                    let (img, secs) = net_outputs[i].clone().expect("checked");
+                    let saved = save_path(i, j);
+                    if let Some(p) = &saved {
+                        image_io::save(p, &img, None, a.overwrite)?;
+                    }
+                    (img, Some(secs), saved.map(|p| p.display().to_string()))
+                }
                 (None, Some(engine)) => {
                     let name = contents[i].display().to_string();
                     let style = [Arc::new(Style {
@@ -378,11 +417,15 @@ pub fn run(a: EvalArgs) -> Result<()> {
                         tensor: st.tensor.clone(),
                         stats: None,
                     })];
+                    let (styles_in, job): (&[Arc<Style>], Job) = match a.network {
+                        Some(_) => (&[], Job::Network),
+                        None => (&style, Job::Single(0)),
+                    };
                     let request = Request {
                         content: &sources[i],
                         content_name: &name,
-                        styles: &style,
-                        job: &Job::Single(0),
+                        styles: styles_in,
+                        job: &job,
                         masks: &[],
                         settings: &settings,
                     };
@@ -397,6 +440,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
                     let secs = t0.elapsed().as_secs_f64();
                     // scored as the 8-bit image it is saved as
                     let img = DynamicImage::ImageRgb8(out).to_rgb32f();
+                    if a.network.is_some() {
+                        // the same output for every style
+                        net_outputs[i] = Some((img.clone(), secs));
+                    }
                     let saved = save_path(i, j);
                     if let Some(p) = &saved {
                         image_io::save(p, &img, None, a.overwrite)?;

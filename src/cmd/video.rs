@@ -276,7 +276,7 @@ pub fn eval(a: EvalVideoArgs) -> Result<()> {
         (Some(e), Some(p)) => {
             let pic = image_io::load_checked(p)?;
             let t = image_io::to_tensor(&image_io::prepare(&pic, a.style_size, false), e.device())?;
-            Some(Features::new(&e.model.encoder, &t)?)
+            Some(Features::new(&e.model()?.encoder, &t)?)
         }
         _ => None,
     };
@@ -295,7 +295,7 @@ pub fn eval(a: EvalVideoArgs) -> Result<()> {
                         let dev = e.device();
                         let to =
                             |im: &image::RgbImage| image_io::to_tensor(&video::to_f32(im), dev);
-                        let enc = &e.model.encoder;
+                        let enc = &e.model()?.encoder;
                         scores.push(adain::eval::score(
                             &Features::new(enc, &to(&o)?)?,
                             &Features::new(enc, &to(&i)?)?,

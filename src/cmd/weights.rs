@@ -33,6 +33,7 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
     let what = match kind {
         Kind::Decoder => "decoder",
         Kind::Encoder => "VGG encoder",
+        Kind::Johnson => "Johnson network (fast_neural_style)",
         Kind::Other => "tensors",
     };
     eprintln!("wrote {} ({what})", a.output.display());

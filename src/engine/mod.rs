@@ -1,5 +1,6 @@
 //! The stylization engine every front-end calls (`adain stylize`, `adain
-//! eval`, video, the server): the loaded [`Model`], a cache of prepared styles
+//! eval`, video, the server): the loaded network ([`Net`]: the AdaIN
+//! [`Model`], or a per-style Johnson network), a cache of prepared styles
 //! and their statistics, the [`Plan`] of a run, whole-image or tiled
 //! stylization of any size ([`tile`]), atomic writing and progress callbacks.
 
@@ -20,6 +21,7 @@ pub use tile::Strategy;
 
 use crate::adain::Stats;
 use crate::image_io::{self, Source};
+use crate::johnson::JohnsonNet;
 use crate::stylize::StatsEma;
 use crate::{ColorMode, Control, Model, Options};
 
@@ -83,22 +85,51 @@ struct Current<'a> {
     styles: Vec<Arc<Style>>,
 }
 
-/// The model and the style cache, shared by every job (the cache is behind a
+/// What an engine stylizes with.
+pub enum Net {
+    /// Arbitrary style: encoder, AdaIN, decoder; the styles come with each job.
+    Adain(Model),
+    /// One style, built into the network ([`Job::Network`]; no style images).
+    Johnson(JohnsonNet),
+}
+
+/// The network and the style cache, shared by every job (the cache is behind a
 /// lock, so one engine serves several threads).
 pub struct Engine {
-    pub model: Model,
+    pub net: Net,
     cache: Mutex<StyleCache>,
 }
 
 impl Engine {
-    /// An engine whose cache keeps up to 64 styles.
+    /// An AdaIN engine whose cache keeps up to 64 styles.
     pub fn new(model: Model) -> Self {
         Self::with_cache_capacity(model, 64)
     }
 
+    /// An engine for a per-style Johnson network (its jobs are [`Job::Network`]).
+    pub fn johnson(net: JohnsonNet) -> Self {
+        Self::with_net(Net::Johnson(net), 1)
+    }
+
     pub fn with_cache_capacity(model: Model, capacity: usize) -> Self {
+        Self::with_net(Net::Adain(model), capacity)
+    }
+
+    /// The AdaIN model; an error for a per-style network, which has no
+    /// encoder or decoder of its own.
+    pub fn model(&self) -> Result<&Model> {
+        match &self.net {
+            Net::Adain(m) => Ok(m),
+            Net::Johnson(j) => bail!(
+                "{}: a per-style network stylizes without style images (AdaIN only)",
+                j.path.display()
+            ),
+        }
+    }
+
+    fn with_net(net: Net, capacity: usize) -> Self {
         Self {
-            model,
+            net,
             cache: Mutex::new(StyleCache {
                 entries: VecDeque::new(),
                 capacity: capacity.max(1),
@@ -109,7 +140,10 @@ impl Engine {
     }
 
     pub fn device(&self) -> &Device {
-        &self.model.device
+        match &self.net {
+            Net::Adain(m) => &m.device,
+            Net::Johnson(j) => &j.device,
+        }
     }
 
     /// Styles encoded so far and cache hits.
@@ -181,7 +215,7 @@ impl Engine {
         let stats = if with_stats {
             tracing::debug!("encoding style {name}");
             Some(
-                self.model
+                self.model()?
                     .style_stats(&tensor)
                     .with_context(|| format!("{name}: style"))?,
             )
@@ -221,6 +255,19 @@ impl Engine {
         check_settings(settings, styles.len())?;
         let (cw, ch) = (content.width(), content.height());
         image_io::check_min_side(Path::new(content_name), cw, ch)?;
+        let model = match (&self.net, job) {
+            (Net::Johnson(net), Job::Network) => {
+                return self.stylize_network(net, content, content_name, settings)
+            }
+            (Net::Johnson(net), _) => bail!(
+                "{}: a per-style network takes no style images",
+                net.path.display()
+            ),
+            (Net::Adain(_), Job::Network) => {
+                bail!("a style network job needs a per-style network, not the AdaIN model")
+            }
+            (Net::Adain(m), _) => m,
+        };
         let (w, h) = image_io::shorter_side_size(cw, ch, settings.content_size);
         let (ww, wh) = if settings.crop {
             (w.min(h), w.min(h))
@@ -237,6 +284,7 @@ impl Engine {
                 styles.iter().collect(),
                 Control::Masks(mask_tensors(masks, (w, h), settings.crop, self.device())?),
             ),
+            Job::Network => unreachable!("handled above"),
         };
         let opts = Options {
             alpha: settings.alpha,
@@ -258,10 +306,8 @@ impl Engine {
                     self.device(),
                 )?;
                 let result = match (&stats, settings.color) {
-                    (Some(stats), ColorMode::None) => {
-                        self.model.stylize_with_stats(&t, stats, &opts)
-                    }
-                    _ => self.model.stylize(&t, &tensors, &opts),
+                    (Some(stats), ColorMode::None) => model.stylize_with_stats(&t, stats, &opts),
+                    _ => model.stylize(&t, &tensors, &opts),
                 }
                 .with_context(names)?;
                 drop(t);
@@ -294,7 +340,7 @@ impl Engine {
                 };
                 let mut on_tile = |done, total| progress(Progress::Tile { done, total });
                 let img = tile::stylize_tiled(
-                    &self.model,
+                    model,
                     &work,
                     styles_in,
                     &opts,
@@ -311,6 +357,35 @@ impl Engine {
             }
         };
         Ok(out)
+    }
+
+    /// A content through a per-style network: the same sizes as AdaIN's
+    /// whole-image path (working size from `settings.content_size`, centre
+    /// crop, the output resized back to the content's size). Never tiled: the
+    /// network's instance norms take statistics of the whole picture at every
+    /// layer, so tiles would not give the whole-image result.
+    fn stylize_network(
+        &self,
+        net: &JohnsonNet,
+        content: &Source,
+        content_name: &str,
+        settings: &Settings,
+    ) -> Result<RgbImage> {
+        let (cw, ch) = (content.width(), content.height());
+        let pic = content.to_picture();
+        let t = image_io::to_tensor(
+            &image_io::prepare(&pic, settings.content_size, settings.crop),
+            self.device(),
+        )?;
+        let result = net
+            .stylize(&t)
+            .with_context(|| format!("stylizing {content_name} with {}", net.path.display()))?;
+        drop(t);
+        let mut img = image_io::from_tensor(&result)?;
+        if !settings.crop && (img.width(), img.height()) != (cw, ch) {
+            img = image_io::resize(&img, cw, ch);
+        }
+        Ok(image_io::to_rgb8(&img))
     }
 
     /// Runs a whole plan: each content decoded once, each style prepared once

@@ -79,6 +79,8 @@ pub enum Job {
     Blend(Vec<f64>),
     /// Content with every style, one per mask region.
     Masked,
+    /// Content through a per-style network (no style images).
+    Network,
 }
 
 /// One output to write.
@@ -127,6 +129,58 @@ pub fn check_settings(s: &Settings, n_styles: usize) -> Result<Option<Vec<f64>>>
 }
 
 impl Plan {
+    /// Every content through one per-style network (`network` names the
+    /// file, whose stem names the outputs: `{content}_stylized_{stem}.{ext}`
+    /// in a directory, or `output` itself for one content). The same checks
+    /// as [`Plan::new`]: outputs that are inputs or exist (without
+    /// `overwrite`) are refused before any work.
+    pub fn network(
+        contents: Vec<PathBuf>,
+        network: &Path,
+        output: &Path,
+        ext: &str,
+        overwrite: bool,
+        settings: Settings,
+    ) -> Result<Plan> {
+        let to_file = image_io::is_image_path(output) && !output.is_dir();
+        if to_file && contents.len() > 1 {
+            bail!(
+                "{}: {} outputs would be written: give a directory as --output",
+                output.display(),
+                contents.len()
+            );
+        }
+        let inputs: BTreeSet<PathBuf> = contents
+            .iter()
+            .chain(std::iter::once(&network.to_path_buf()))
+            .filter_map(|p| p.canonicalize().ok())
+            .collect();
+        let mut items = Vec::new();
+        for c in &contents {
+            let out = if to_file {
+                output.to_owned()
+            } else {
+                output.join(format!(
+                    "{}_stylized_{}.{ext}",
+                    image_io::stem(c),
+                    image_io::stem(network)
+                ))
+            };
+            crate::atomic::check_destination(&out, &inputs, overwrite)?;
+            items.push(Item {
+                content: c.clone(),
+                job: Job::Network,
+                output: out,
+            });
+        }
+        Ok(Plan {
+            styles: Vec::new(),
+            items,
+            settings,
+            overwrite,
+        })
+    }
+
     /// Contents x styles (one output per pair; a blend or masked run makes
     /// one per content) written to `output`: a file when it names an image and
     /// there is one output, else a directory where outputs are named
@@ -172,6 +226,7 @@ impl Plan {
                 Job::Single(i) => format!("{c}_stylized_{}.{ext}", image_io::stem(&styles[*i])),
                 Job::Blend(_) => format!("{c}_blend.{ext}"),
                 Job::Masked => format!("{c}_masked.{ext}"),
+                Job::Network => unreachable!("Plan::network names its own outputs"),
             })
         };
         let mut items = Vec::new();

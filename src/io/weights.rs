@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::decoder::Decoder;
 use crate::encoder::ENCODER_CONVS;
+use crate::johnson::TransformerNet;
 
 /// Default file names looked up in `$ADAIN_WEIGHTS/` and the project's `weights/`.
 pub const VGG_FILE: &str = "vgg19-relu4_1.safetensors";
@@ -377,7 +378,8 @@ fn looks_like_pytorch(bytes: &[u8]) -> bool {
         || (bytes.len() > 1 && bytes[0] == 0x80 && (2..=5).contains(&bytes[1]))
 }
 
-/// Reads the tensors of a PyTorch checkpoint (zip format): a bare state dict,
+/// Reads the tensors of a PyTorch checkpoint (zip format, or the legacy
+/// format of PyTorch before 1.6: see [`read_legacy_pth`]): a bare state dict,
 /// or a training checkpoint that wraps it under a common key. `module.`
 /// prefixes (DataParallel) are stripped. Tensors come back as f32.
 pub fn read_pth(path: &Path) -> Result<Vec<(String, Tensor)>> {
@@ -394,10 +396,7 @@ pub fn read_pth(path: &Path) -> Result<Vec<(String, Tensor)>> {
         }
     }
     if head[0] == 0x80 {
-        bail!(
-            "{p}: legacy (pre-1.6, non-zip) PyTorch format, which is not supported; re-save it as zip with \
-             `python -c \"import torch; torch.save(torch.load('{p}', map_location='cpu'), 'resaved.pth')\"`"
-        );
+        return read_legacy_pth(path);
     }
     if head != *b"PK\x03\x04" {
         bail!("{p}: not a PyTorch checkpoint (expected a zip-format .pth)");
@@ -439,11 +438,172 @@ pub fn read_pth(path: &Path) -> Result<Vec<(String, Tensor)>> {
     Ok(out)
 }
 
+/// Keys a training checkpoint may wrap its state dict under.
+const WRAPPER_KEYS: [&str; 5] = ["state_dict", "decoder", "model", "model_state_dict", "net"];
+
+/// The legacy (pre-1.6, non-zip) `torch.save` format, as the published
+/// `fast_neural_style` networks were saved: pickles of the magic number, the
+/// protocol and the system info, then the object (tensors refer to their
+/// storage by a persistent id `("storage", type, key, location, size, ..)`),
+/// then the list of storage keys, then per key an 8-byte element count and
+/// the raw little-endian data. Parsed with candle's unpickler; only
+/// contiguous tensors (what a state dict holds) are read.
+pub fn read_legacy_pth(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    use candle_core::pickle::{Object, Stack};
+    let p = path.display();
+    let bytes = std::fs::read(path).with_context(|| format!("{p}: cannot read"))?;
+    let mut r = std::io::Cursor::new(&bytes[..]);
+    let mut next = |what: &str| -> Result<Object> {
+        let mut st = Stack::empty();
+        st.read_loop(&mut r)
+            .and_then(|_| st.finalize())
+            .map_err(|e| anyhow!("{p}: legacy PyTorch file, cannot read its {what} ({e})"))
+    };
+    for what in ["magic number", "protocol", "system info"] {
+        next(what)?;
+    }
+    let obj = next("object")?;
+    let keys = match next("storage keys")? {
+        Object::List(v) => v
+            .into_iter()
+            .map(|k| {
+                k.unicode()
+                    .map_err(|_| anyhow!("{p}: a storage key is not a string"))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        _ => bail!("{p}: legacy PyTorch file without a storage key list"),
+    };
+    // storage key -> element size, from every persistent id in the object
+    fn storages(o: &Object, out: &mut HashMap<String, usize>) {
+        match o {
+            Object::PersistentLoad(id) => {
+                if let Object::Tuple(t) = id.as_ref() {
+                    if let (Some(Object::Class { class_name, .. }), Some(Object::Unicode(k))) =
+                        (t.get(1), t.get(2))
+                    {
+                        let size = match class_name.as_str() {
+                            "DoubleStorage" | "LongStorage" => 8,
+                            "FloatStorage" | "IntStorage" => 4,
+                            "HalfStorage" | "BFloat16Storage" | "ShortStorage" => 2,
+                            _ => 1,
+                        };
+                        out.insert(k.clone(), size);
+                    }
+                }
+            }
+            Object::Tuple(v) | Object::List(v) => v.iter().for_each(|x| storages(x, out)),
+            Object::Dict(v) => v.iter().for_each(|(a, b)| {
+                storages(a, out);
+                storages(b, out)
+            }),
+            Object::Reduce { callable, args } | Object::Build { callable, args } => {
+                storages(callable, out);
+                storages(args, out)
+            }
+            _ => {}
+        }
+    }
+    let mut elem = HashMap::new();
+    storages(&obj, &mut elem);
+    let mut data: HashMap<String, &[u8]> = HashMap::new();
+    let mut pos = r.position() as usize;
+    for k in &keys {
+        let size = *elem
+            .get(k)
+            .ok_or_else(|| anyhow!("{p}: storage `{k}` is not used by the object"))?;
+        let n = bytes
+            .get(pos..pos + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+            .ok_or_else(|| anyhow!("{p}: truncated (storage `{k}`)"))?;
+        let block = bytes
+            .get(pos + 8..pos + 8 + n * size)
+            .ok_or_else(|| anyhow!("{p}: truncated (storage `{k}`)"))?;
+        data.insert(k.clone(), block);
+        pos += 8 + n * size;
+    }
+    // the state dict: the object itself, or under a wrapper key
+    let dict_of = |o: Object| match o {
+        Object::Dict(v) => Some(v),
+        _ => None,
+    };
+    let mut entries = dict_of(obj).ok_or_else(|| anyhow!("{p}: not a state dict"))?;
+    let is_tensor = |v: &Object| matches!(v, Object::Reduce { callable, .. } if matches!(callable.as_ref(), Object::Class { class_name, .. } if class_name.starts_with("_rebuild_")));
+    if !entries.iter().any(|(_, v)| is_tensor(v)) {
+        let wrapped = entries.into_iter().find_map(|(k, v)| match k {
+            Object::Unicode(k) if WRAPPER_KEYS.contains(&k.as_str()) => dict_of(v),
+            _ => None,
+        });
+        entries = wrapped.ok_or_else(|| anyhow!("{p}: no tensors found (not a state dict, nor one under `state_dict`/`decoder`/`model`)"))?;
+    }
+    let mut out = Vec::new();
+    for (name, value) in entries {
+        // PyTorch 0.3's `_rebuild_tensor` takes the first four arguments of `_v2`.
+        let value = match value {
+            Object::Reduce { callable, args } => match *callable {
+                Object::Class {
+                    module_name,
+                    class_name,
+                } if class_name == "_rebuild_tensor" => Object::Reduce {
+                    callable: Box::new(Object::Class {
+                        module_name,
+                        class_name: "_rebuild_tensor_v2".into(),
+                    }),
+                    args,
+                },
+                c => Object::Reduce {
+                    callable: Box::new(c),
+                    args,
+                },
+            },
+            v => v,
+        };
+        let Some(info) = value
+            .into_tensor_info(name, Path::new(""))
+            .map_err(|e| anyhow!("{p}: {e}"))?
+        else {
+            continue;
+        };
+        let key = info.path.trim_start_matches('/');
+        let block = data
+            .get(key)
+            .ok_or_else(|| anyhow!("{p}: tensor `{}`: no storage `{key}`", info.name))?;
+        if !info.layout.is_contiguous() {
+            bail!("{p}: tensor `{}` is not contiguous", info.name);
+        }
+        // candle keeps the storage offset in bytes
+        let start = info.layout.start_offset();
+        let len = info.layout.shape().elem_count() * info.dtype.size_in_bytes();
+        let raw = block
+            .get(start..start + len)
+            .ok_or_else(|| anyhow!("{p}: tensor `{}` lies outside its storage", info.name))?;
+        let t = Tensor::from_raw_buffer(raw, info.dtype, info.layout.dims(), &Device::Cpu)
+            .map_err(|e| anyhow!("{p}: tensor `{}`: {e}", info.name))?;
+        let t = if t.dtype().is_float() {
+            t.to_dtype(DType::F32)?
+        } else {
+            t
+        };
+        let name = info
+            .name
+            .strip_prefix("module.")
+            .unwrap_or(&info.name)
+            .to_string();
+        out.push((name, t));
+    }
+    if out.is_empty() {
+        bail!("{p}: no tensors found in this legacy PyTorch file");
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
 /// What a set of tensor names looks like.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Kind {
     Decoder,
     Encoder,
+    /// Johnson et al.'s network with `fast_neural_style`'s keys.
+    Johnson,
     Other,
 }
 
@@ -453,28 +613,45 @@ pub fn classify(names: &[&str]) -> Kind {
         Kind::Decoder
     } else if encoder_shapes().iter().all(|(k, _)| has(k)) {
         Kind::Encoder
+    } else if TransformerNet::tensor_shapes().iter().all(|(k, _)| has(k)) {
+        Kind::Johnson
     } else {
         Kind::Other
     }
 }
 
-/// `adain convert`: a PyTorch checkpoint to safetensors. A recognised decoder or
-/// encoder is shape-checked; a decoder gets decoder metadata (its encoder is
-/// unknown: the reference's `vgg_normalised`, which is not ours).
+/// `adain convert`: a PyTorch checkpoint to safetensors. A recognised decoder,
+/// encoder or Johnson network (`fast_neural_style`) is shape-checked; a
+/// decoder gets decoder metadata (its encoder is unknown: the reference's
+/// `vgg_normalised`, which is not ours); a Johnson network loses the
+/// instance norms' `running_mean`/`running_var` of old files, as the
+/// example's `stylize.py` drops them, and must then hold nothing else.
 pub fn convert_pth(input: &Path, output: &Path, overwrite: bool) -> Result<Kind> {
     if input.canonicalize().ok().is_some()
         && input.canonicalize().ok() == output.canonicalize().ok()
     {
         bail!("{}: refusing to write over the input", output.display());
     }
-    let tensors = read_pth(input)?;
+    let mut tensors = read_pth(input)?;
     let names: Vec<&str> = tensors.iter().map(|(k, _)| k.as_str()).collect();
     let kind = classify(&names);
     let expected = match kind {
         Kind::Decoder => Decoder::tensor_shapes(),
         Kind::Encoder => encoder_shapes(),
+        Kind::Johnson => TransformerNet::tensor_shapes(),
         Kind::Other => vec![],
     };
+    if kind == Kind::Johnson {
+        tensors.retain(|(k, _)| !TransformerNet::is_stale_key(k));
+        let known: std::collections::HashSet<&str> =
+            expected.iter().map(|(k, _)| k.as_str()).collect();
+        if let Some((k, _)) = tensors.iter().find(|(k, _)| !known.contains(k.as_str())) {
+            bail!(
+                "{}: looks like a fast_neural_style network but has an unknown tensor `{k}`",
+                input.display()
+            );
+        }
+    }
     let map: HashMap<String, Tensor> = tensors.iter().cloned().collect();
     WeightFile {
         path: input.to_owned(),
@@ -496,6 +673,10 @@ pub fn convert_pth(input: &Path, output: &Path, overwrite: bool) -> Result<Kind>
             m.remove(META_ITER);
             m
         }
+        Kind::Johnson => BTreeMap::from([
+            ("converted_from".to_string(), source),
+            (META_FORMAT.to_string(), crate::johnson::FORMAT.to_string()),
+        ]),
         _ => BTreeMap::from([("converted_from".to_string(), source)]),
     };
     save_safetensors(output, &tensors, &meta, overwrite)?;

@@ -115,7 +115,7 @@ fn use_amx(_c: usize, _o: usize) -> bool {
     precision() == Precision::Bf16 && crate::amx::available()
 }
 
-/// The forward op: (x [N,C,H,W], weight [O,C,3,3], bias [O]) -> [N,O,H,W],
+/// The forward op: (x `[N,C,H,W]`, weight `[O,C,3,3]`, bias `[O]`) -> `[N,O,H,W]`,
 /// with the ReLU that follows most convs fused in (saves a pass over the
 /// output and its backward).
 struct Conv3x3Reflect {
@@ -199,7 +199,7 @@ impl CustomOp3 for Conv3x3Reflect {
     }
 }
 
-/// grad [N,O,H,W] -> its sum over images and pixels [O], one channel per task
+/// grad `[N,O,H,W]` -> its sum over images and pixels `[O]`, one channel per task
 /// (candle's two reductions ran on one thread).
 struct GradBias;
 
@@ -251,7 +251,7 @@ impl CustomOp2 for ReluGrad {
     }
 }
 
-/// (grad [N,O,H,W], weight [O,C,3,3]) -> gradient of the input [N,C,H,W].
+/// (grad `[N,O,H,W]`, weight `[O,C,3,3]`) -> gradient of the input `[N,C,H,W]`.
 struct GradInput {
     shape: (usize, usize, usize, usize),
 }
@@ -280,7 +280,7 @@ impl CustomOp2 for GradInput {
     }
 }
 
-/// (x [N,C,H,W], grad [N,O,H,W]) -> gradient of the weight [O,C,3,3].
+/// (x `[N,C,H,W]`, grad `[N,O,H,W]`) -> gradient of the weight `[O,C,3,3]`.
 struct GradWeight;
 
 impl CustomOp2 for GradWeight {
@@ -309,7 +309,7 @@ impl CustomOp2 for GradWeight {
 
 /// `ReflectionPad2d(1)` + 3x3 conv + bias (+ ReLU) on the CPU, in f32 or (see
 /// [`set_precision`]) bf16 on AMX.
-/// x [N,C,H,W], weight [O,C,3,3], bias [O] -> [N,O,H,W].
+/// x `[N,C,H,W]`, weight `[O,C,3,3]`, bias `[O]` -> `[N,O,H,W]`.
 pub fn conv3x3_reflect(x: &Tensor, weight: &Tensor, bias: &Tensor, relu: bool) -> Result<Tensor> {
     let differentiable = x.track_op() || weight.track_op() || bias.track_op();
     let tile = if differentiable || !F4_FORWARD.load(Ordering::Relaxed) {
@@ -321,6 +321,179 @@ pub fn conv3x3_reflect(x: &Tensor, weight: &Tensor, bias: &Tensor, relu: bool) -
         &weight.contiguous()?,
         &bias.contiguous()?,
         Conv3x3Reflect { relu, tile },
+    )
+}
+
+/// The general op: (x `[N,C,H,W]`, weight `[O,C,k,k]`, bias `[O]`) -> `[N,O,Ho,Wo]`,
+/// `ReflectionPad2d(k/2)` then a k x k conv of stride `stride`, through
+/// [`crate::kernels::im2col`]'s chunked im2col + gemm, in f32 at any
+/// precision (the AMX kernels are 3x3 stride 1 only). Johnson et al.'s 9x9
+/// image layers and stride-2 downsampling take it; its backward is ours for
+/// the same reason as [`conv3x3_reflect`]'s (candle's CPU conv backward).
+struct ConvReflect {
+    k: usize,
+    stride: usize,
+}
+
+impl ConvReflect {
+    fn geo(&self, x: &Layout, w: &Layout) -> Result<crate::kernels::im2col::Geo> {
+        let (n, c, h, wd) = x.shape().dims4()?;
+        let (o, c2, k1, k2) = w.shape().dims4()?;
+        let p = self.k / 2;
+        if c != c2 || k1 != self.k || k2 != self.k || h <= p || wd <= p || self.stride == 0 {
+            candle_core::bail!(
+                "conv{}x{}-reflect: input {:?} and weight {:?} do not fit (a side must pass the padding {p})",
+                self.k,
+                self.k,
+                x.shape(),
+                w.shape()
+            );
+        }
+        Ok(crate::kernels::im2col::Geo {
+            n,
+            c,
+            h,
+            w: wd,
+            o,
+            k: self.k,
+            s: self.stride,
+        })
+    }
+}
+
+impl CustomOp3 for ConvReflect {
+    fn name(&self) -> &'static str {
+        "conv-reflect"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.geo(xl, wl)?;
+        let (x, wt, b) = (
+            f32_slice(xs, xl, "x")?,
+            f32_slice(ws, wl, "weight")?,
+            f32_slice(bs, bl, "bias")?,
+        );
+        let (ho, wo) = g.out_hw();
+        let out = crate::kernels::im2col::conv_forward(&g, x, wt, b);
+        Ok((CpuStorage::F32(out), Shape::from((g.n, g.o, ho, wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        wt: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let x = x.contiguous()?;
+        let op = GradK {
+            k: self.k,
+            stride: self.stride,
+            x_shape: x.dims4()?,
+        };
+        let gx = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(wt, &GradInputK(op))?)
+        } else {
+            None
+        };
+        let gw = if wt.track_op() {
+            Some(x.apply_op2_no_bwd(&grad, &GradWeightK(op))?)
+        } else {
+            None
+        };
+        let gb = if b.track_op() {
+            Some(grad.apply_op1_no_bwd(&GradBias)?)
+        } else {
+            None
+        };
+        Ok((gx, gw, gb))
+    }
+}
+
+#[derive(Clone, Copy)]
+struct GradK {
+    k: usize,
+    stride: usize,
+    x_shape: (usize, usize, usize, usize),
+}
+
+impl GradK {
+    fn geo(&self, o: usize) -> crate::kernels::im2col::Geo {
+        let (n, c, h, w) = self.x_shape;
+        crate::kernels::im2col::Geo {
+            n,
+            c,
+            h,
+            w,
+            o,
+            k: self.k,
+            s: self.stride,
+        }
+    }
+}
+
+/// (grad `[N,O,Ho,Wo]`, weight `[O,C,k,k]`) -> gradient of the input `[N,C,H,W]`.
+struct GradInputK(GradK);
+
+impl CustomOp2 for GradInputK {
+    fn name(&self) -> &'static str {
+        "conv-reflect-grad-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.0.geo(wl.shape().dims4()?.0);
+        let (gr, wt) = (f32_slice(gs, gl, "grad")?, f32_slice(ws, wl, "weight")?);
+        let dx = crate::kernels::im2col::conv_grad_input(&g, gr, wt);
+        Ok((CpuStorage::F32(dx), Shape::from(self.0.x_shape)))
+    }
+}
+
+/// (x `[N,C,H,W]`, grad `[N,O,Ho,Wo]`) -> gradient of the weight `[O,C,k,k]`.
+struct GradWeightK(GradK);
+
+impl CustomOp2 for GradWeightK {
+    fn name(&self) -> &'static str {
+        "conv-reflect-grad-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.0.geo(gl.shape().dims4()?.1);
+        let (x, gr) = (f32_slice(xs, xl, "x")?, f32_slice(gs, gl, "grad")?);
+        let dw = crate::kernels::im2col::conv_grad_weight(&g, x, gr);
+        Ok((CpuStorage::F32(dw), Shape::from((g.o, g.c, g.k, g.k))))
+    }
+}
+
+/// `ReflectionPad2d(k/2)` + k x k conv of stride `stride` + bias on the CPU
+/// (f32; see `ConvReflect`). x `[N,C,H,W]`, weight `[O,C,k,k]`, bias `[O]`.
+pub fn conv_reflect(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: usize) -> Result<Tensor> {
+    let k = weight.dim(3)?;
+    x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        ConvReflect { k, stride },
     )
 }
 
@@ -418,6 +591,60 @@ mod tests {
                     d < tol,
                     "{what}: {name} gradient differs by {d} (relative to the max)"
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// The general op (9x9, stride 2, odd sides, batch > 1) and its three
+    /// gradients against candle's own pad + conv2d graph.
+    #[test]
+    fn general_op_matches_candle() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for &(n, c, o, h, w, k, s) in &[
+            (2, 3, 5, 11, 13, 9, 1),
+            (1, 4, 3, 9, 10, 9, 1),
+            (3, 5, 6, 13, 8, 3, 2),
+            (2, 2, 3, 4, 7, 3, 2),
+            (1, 32, 3, 40, 33, 9, 1),
+            (2, 6, 4, 17, 9, 5, 3),
+        ] {
+            let mut r = |shape: &[usize]| -> Result<Var> {
+                let len = shape.iter().product();
+                let v: Vec<f32> = (0..len).map(|_| rng.random_range(-1f32..1.)).collect();
+                Var::from_tensor(&Tensor::from_vec(v, shape, &dev)?)
+            };
+            let (x, wt, b) = (r(&[n, c, h, w])?, r(&[o, c, k, k])?, r(&[o])?);
+            // Stride 1, then every s-th row and column: candle's own strided
+            // conv2d backward drops the last input column when (W + 2p - k)
+            // is not a multiple of the stride.
+            let p = k / 2;
+            let full = reflect_pad(&x, p, p, p, p)?.conv2d(&wt, 0, 1, 1, 1)?;
+            let every = |n: usize| {
+                let idx: Vec<u32> = (0..n).step_by(s).map(|i| i as u32).collect();
+                Tensor::new(idx.as_slice(), &dev)
+            };
+            let (_, _, fh, fw) = full.dims4()?;
+            let slow = full
+                .index_select(&every(fh)?, 2)?
+                .index_select(&every(fw)?, 3)?
+                .broadcast_add(&b.reshape((1, (), 1, 1))?)?;
+            let fast = conv_reflect(&x, &wt, &b, s)?;
+            let what = format!("n{n} c{c} o{o} {h}x{w} k{k} s{s}");
+            assert_eq!(fast.dims(), slow.dims(), "{what}");
+            let probe = r(slow.dims())?.as_tensor().clone();
+            let gf = (&fast * &probe)?.sum_all()?.backward()?;
+            let gs = (&slow * &probe)?.sum_all()?.backward()?;
+            let d = max_abs(&(&fast - &slow)?) / max_abs(&slow).max(1e-6);
+            assert!(d < 1e-5, "{what}: forward differs by {d}");
+            for (name, v) in [("input", &x), ("weight", &wt), ("bias", &b)] {
+                let (a, e) = (
+                    gf.get(v.as_tensor()).unwrap(),
+                    gs.get(v.as_tensor()).unwrap(),
+                );
+                let d = max_abs(&(a - e)?) / max_abs(e).max(1e-6);
+                assert!(d < 1e-5, "{what}: {name} gradient differs by {d}");
             }
         }
         Ok(())

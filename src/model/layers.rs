@@ -41,11 +41,18 @@ fn pad_axis(x: &Tensor, dim: usize, n: usize, before: usize, after: usize) -> Re
     x.contiguous()?.index_select(&idx, dim)
 }
 
-/// `ReflectionPad2d(1)` + 3x3 conv (no padding of its own) + optional ReLU.
+/// `ReflectionPad2d(k/2)` + k x k conv (no padding of its own, stride 1
+/// unless built with [`PaddedConv::strided`]) + optional ReLU.
+///
+/// On the CPU in f32: 3x3 stride 1 takes the fused Winograd/AMX op
+/// ([`crate::conv::conv3x3_reflect`]), 1x1 a matrix product, any other size
+/// or stride the chunked im2col op ([`crate::conv::conv_reflect`]). Other
+/// devices use candle's pad + conv2d.
 #[derive(Debug, Clone)]
 pub struct PaddedConv {
     conv: Conv2d,
     relu: bool,
+    stride: usize,
 }
 
 impl PaddedConv {
@@ -53,6 +60,19 @@ impl PaddedConv {
     /// VarBuilder creates them (training from scratch) they get PyTorch's default
     /// `Conv2d` init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as the reference decoder does.
     pub fn new(vb: VarBuilder, c_in: usize, c_out: usize, k: usize, relu: bool) -> Result<Self> {
+        Self::strided(vb, c_in, c_out, k, 1, relu)
+    }
+
+    /// [`Self::new`] with a stride (PyTorch's `Conv2d(.., stride)` after
+    /// `ReflectionPad2d(k // 2)`).
+    pub fn strided(
+        vb: VarBuilder,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        relu: bool,
+    ) -> Result<Self> {
         let bound = 1.0 / ((c_in * k * k) as f64).sqrt();
         let init = Init::Uniform {
             lo: -bound,
@@ -60,8 +80,12 @@ impl PaddedConv {
         };
         let weight = vb.get_with_hints((c_out, c_in, k, k), "weight", init)?;
         let bias = vb.get_with_hints(c_out, "bias", init)?;
-        let conv = Conv2d::new(weight, Some(bias), Conv2dConfig::default());
-        Ok(Self { conv, relu })
+        let cfg = Conv2dConfig {
+            stride,
+            ..Default::default()
+        };
+        let conv = Conv2d::new(weight, Some(bias), cfg);
+        Ok(Self { conv, relu, stride })
     }
 }
 
@@ -69,17 +93,30 @@ impl Module for PaddedConv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, _, k) = self.conv.weight().dims4()?;
         let fast = x.device().is_cpu() && x.dtype() == candle_core::DType::F32;
+        let s = self.stride;
         let y = match self.conv.bias() {
-            Some(b) if fast && k == 3 => {
+            Some(b) if fast && k == 3 && s == 1 => {
                 return crate::conv::conv3x3_reflect(x, self.conv.weight(), b, self.relu)
             }
-            Some(b) if fast && k == 1 => conv1x1(x, self.conv.weight(), b)?,
+            Some(b) if fast && k == 1 && s == 1 => conv1x1(x, self.conv.weight(), b)?,
+            Some(b) if fast => crate::conv::conv_reflect(x, self.conv.weight(), b, s)?,
             _ => {
                 let p = k / 2;
                 let x = if p > 0 {
                     reflect_pad(x, p, p, p, p)?
                 } else {
                     x.clone()
+                };
+                // Only the rows and columns an output reads: candle's strided
+                // conv2d backward returns a gradient one short otherwise
+                // (when (side + 2p - k) is not a multiple of the stride).
+                let (_, _, hp, wp) = x.dims4()?;
+                let used = |n: usize| (n.saturating_sub(k) / s) * s + k;
+                let x = if s > 1 && (used(hp) < hp || used(wp) < wp) {
+                    x.narrow(2, 0, used(hp).min(hp))?
+                        .narrow(3, 0, used(wp).min(wp))?
+                } else {
+                    x
                 };
                 self.conv.forward(&x)?
             }

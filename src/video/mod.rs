@@ -278,7 +278,7 @@ pub fn run(
     let mut scores: Vec<Metrics> = Vec::new();
     let style_feats = match (&jb, job.metrics, fixed.first()) {
         (Job::Single(_), true, Some(Some(st))) => {
-            Some(Features::new(&engine.model.encoder, &st.tensor)?)
+            Some(Features::new(&engine.model()?.encoder, &st.tensor)?)
         }
         _ => None,
     };
@@ -314,7 +314,7 @@ pub fn run(
                     let dev = engine.device();
                     let o = image_io::to_tensor(&to_f32(&out), dev)?;
                     let c = image_io::to_tensor(&to_f32(&frame), dev)?;
-                    let enc = &engine.model.encoder;
+                    let enc = &engine.model()?.encoder;
                     scores.push(eval::score(
                         &Features::new(enc, &o)?,
                         &Features::new(enc, &c)?,
