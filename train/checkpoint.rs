@@ -5,7 +5,8 @@
 //! Adam moments (`adam.m.*`, `adam.v.*`) and, in `__metadata__`, the decoder
 //! metadata plus the iteration and the resolved config. The data order is a pure
 //! function of (seed, iteration), so that is the sampler's whole state.
-//! `RUN/decoder.safetensors` is the latest decoder alone. Every write is atomic.
+//! `RUN/decoder.safetensors` (`RUN/model.safetensors` for a Johnson network) is
+//! the latest model alone. Every write is atomic.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -34,8 +35,8 @@ fn iteration_of(path: &Path) -> Option<u64> {
         .ok()
 }
 
-/// Writes checkpoint `iteration` and the latest `decoder.safetensors`, then keeps
-/// only the newest `keep` checkpoints. Returns the checkpoint's path.
+/// Writes checkpoint `iteration` and the latest model alone as `RUN/latest`,
+/// then keeps only the newest `keep` checkpoints. Returns the checkpoint's path.
 pub fn save(
     run: &Path,
     iteration: u64,
@@ -43,18 +44,14 @@ pub fn save(
     optimizer: &[(String, Tensor)],
     metadata: &BTreeMap<String, String>,
     keep: usize,
+    latest: &str,
 ) -> Result<PathBuf> {
     let path = dir(run).join(name(iteration));
     let all: Vec<(String, Tensor)> = decoder.iter().chain(optimizer).cloned().collect();
     weights::save_safetensors(&path, &all, metadata, true)?;
     let mut decoder_meta = metadata.clone();
     decoder_meta.remove(META_CONFIG);
-    weights::save_safetensors(
-        &run.join(weights::DECODER_FILE),
-        decoder,
-        &decoder_meta,
-        true,
-    )?;
+    weights::save_safetensors(&run.join(latest), decoder, &decoder_meta, true)?;
     let mut old = list(run)?;
     while old.len() > keep.max(1) {
         let (_, p) = old.remove(0);
@@ -96,10 +93,23 @@ impl Checkpoint {
             .collect()
     }
 
-    pub fn decoder_tensors(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut v: Vec<(String, Tensor)> = adain::Decoder::tensor_shapes()
+    /// The model's own tensors (a decoder's, shape-checked, or a Johnson
+    /// network's: everything but Adam's moments), sorted by name.
+    pub fn model_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let names: Vec<String> = if self.is_johnson() {
+            adain::johnson::TransformerNet::tensor_shapes()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        } else {
+            adain::Decoder::tensor_shapes()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
+        let mut v: Vec<(String, Tensor)> = names
             .into_iter()
-            .map(|(k, _)| {
+            .map(|k| {
                 let t = self
                     .file
                     .tensors
@@ -110,6 +120,15 @@ impl Checkpoint {
             .collect::<Result<_>>()?;
         v.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(v)
+    }
+
+    /// Whether the checkpoint holds a Johnson network (its format tag).
+    pub fn is_johnson(&self) -> bool {
+        self.file
+            .metadata
+            .get(weights::META_FORMAT)
+            .map(String::as_str)
+            == Some(adain::johnson::FORMAT)
     }
 }
 

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
+    /// What is trained: `adain` (the decoder, for every style) or `johnson`
+    /// (a per-style network; `style` is then one image).
+    pub model: String,
     /// Photos: a name resolves to data/<name>/, a path is taken as is.
     pub content: String,
     /// Paintings: same rule.
@@ -36,11 +39,16 @@ pub struct Config {
     pub vgg: Option<PathBuf>,
     /// Start a new run from this decoder's weights instead of random ones.
     pub init_decoder: Option<PathBuf>,
+    /// Johnson: total-variation weight (0: reported, not trained on).
+    pub tv_weight: f64,
+    /// Johnson: the encoder layer of the content loss.
+    pub content_layer: String,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
+            model: "adain".into(),
             content: "coco".into(),
             style: "wikiart".into(),
             lr: 1e-4,
@@ -61,9 +69,38 @@ impl Default for Config {
             device: "cpu".into(),
             vgg: None,
             init_decoder: None,
+            tv_weight: 0.0,
+            content_layer: "relu2_1".into(),
         }
     }
 }
+
+/// Johnson's recipe where it differs from AdaIN's (seed 003 and PyTorch's
+/// `fast_neural_style`: Adam at 1e-3 without decay, batch 4, 256 px crops of
+/// photos resized to 256, two epochs of COCO's 80k = 40k steps). The style
+/// weight puts the style term at about ten times the content term on the
+/// first steps, as the example's 1e10/1e5 does on its VGG-16; our encoder's
+/// raw VGG-19 features have other scales. Measured at the start of a run
+/// (styleid_wikiart_03, batch 4 at 256 px, weights 1 and 1): content 3.0e4,
+/// style 8.7e5, so 0.3. Provisional until a pilot compares weights.
+pub fn johnson_defaults() -> Config {
+    Config {
+        model: "johnson".into(),
+        lr: 1e-3,
+        lr_decay: 0.0,
+        max_iter: 40_000,
+        batch_size: 4,
+        style_weight: JOHNSON_STYLE_WEIGHT,
+        content_weight: 1.0,
+        load_size: 256,
+        crop_size: 256,
+        save_every: 1_000,
+        sample_every: 500,
+        ..Config::default()
+    }
+}
+
+pub const JOHNSON_STYLE_WEIGHT: f64 = 0.3;
 
 /// See README "Loss balance" and scripts/loss_balance.py: the reference's 10 was tuned for `vgg_normalised`;
 /// on the raw VGG-19 the style terms are larger relative to the content term.
@@ -93,6 +130,28 @@ impl Config {
         }
         if self.crop_size < 16 || self.load_size < self.crop_size {
             bail!("--crop-size must be at least 16 and --load-size at least --crop-size");
+        }
+        match self.model.as_str() {
+            "adain" if self.tv_weight != 0.0 => {
+                bail!("--tv-weight is for `adain-train johnson`")
+            }
+            "adain" => {}
+            "johnson" => {
+                if self.crop_size % 4 != 0 {
+                    bail!("--crop-size must be a multiple of 4 for a Johnson network");
+                }
+                if !adain::encoder::FEATURE_NAMES.contains(&self.content_layer.as_str()) {
+                    bail!(
+                        "--content-layer {}: expected one of {}",
+                        self.content_layer,
+                        adain::encoder::FEATURE_NAMES.join(", ")
+                    );
+                }
+                if self.tv_weight < 0.0 || self.tv_weight.is_nan() {
+                    bail!("--tv-weight must be non-negative");
+                }
+            }
+            other => bail!("model `{other}`: expected adain or johnson"),
         }
         if self.lr.is_nan()
             || self.lr <= 0.0
@@ -125,6 +184,8 @@ impl Config {
         serde_json::json!({
             "lr": self.lr, "lr_decay": self.lr_decay, "max_iter": self.max_iter,
             "batch_size": self.batch_size, "style_weight": self.style_weight,
+            "model": self.model, "style": self.style, "tv_weight": self.tv_weight,
+            "content_layer": self.content_layer,
             "content_weight": self.content_weight, "load_size": self.load_size,
             "crop_size": self.crop_size, "seed": self.seed,
             "init_decoder": self.init_decoder,

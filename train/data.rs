@@ -407,7 +407,7 @@ pub struct Batch {
     /// Content images (this process's slots), `[B, 3, crop, crop]` f32 in `[0, 1]` on the CPU.
     pub content: Tensor,
     /// Style images, `[B, 3, crop, crop]` f32 in `[0, 1]` on the CPU.
-    pub style: Tensor,
+    pub style: Option<Tensor>,
     /// Files that failed to decode while building this batch (each was
     /// replaced by the next item of its epoch permutation). A file that is
     /// known to be bad is reported every time it is drawn, so this is a pure
@@ -456,9 +456,9 @@ enum Side {
 /// State owned by the producer thread.
 struct Producer {
     content: Dataset,
-    style: Dataset,
+    /// `None` for a model trained against one fixed style (Johnson's).
+    style: Option<(Dataset, Sampler)>,
     content_sampler: Sampler,
-    style_sampler: Sampler,
     cfg: LoaderConfig,
     /// Files that already failed to decode (path -> reason), so they are not
     /// decoded or warned about again.
@@ -474,7 +474,10 @@ impl Producer {
     fn load_slot(&self, batch_index: u64, slot: usize, side: Side) -> SlotResult {
         let (ds, sampler) = match side {
             Side::Content => (&self.content, &self.content_sampler),
-            Side::Style => (&self.style, &self.style_sampler),
+            Side::Style => match &self.style {
+                Some((ds, sampler)) => (ds, sampler),
+                None => bail!("no style dataset"),
+            },
         };
         let position = batch_index * self.cfg.batch_size as u64 + slot as u64;
         let mut rng = DetRng::from_parts(&[self.cfg.seed, batch_index, slot as u64, side as u64]);
@@ -510,7 +513,11 @@ impl Producer {
         let jobs: Vec<(usize, Side)> = slots
             .clone()
             .map(|s| (s, Side::Content))
-            .chain(slots.map(|s| (s, Side::Style)))
+            .chain(
+                slots
+                    .filter(|_| self.style.is_some())
+                    .map(|s| (s, Side::Style)),
+            )
             .collect();
         let results: Vec<SlotResult> = jobs
             .par_iter()
@@ -535,7 +542,10 @@ impl Producer {
         Ok(Batch {
             index,
             content: Tensor::from_vec(content, shape, &Device::Cpu)?,
-            style: Tensor::from_vec(style, shape, &Device::Cpu)?,
+            style: match self.style {
+                Some(_) => Some(Tensor::from_vec(style, shape, &Device::Cpu)?),
+                None => None,
+            },
             skipped,
         })
     }
@@ -567,13 +577,20 @@ impl Loader {
     /// # Panics
     /// If `batch_size` is zero or a dataset is empty (never the case for a
     /// dataset from [`discover`]), or the thread cannot be spawned.
-    pub fn new(content: Dataset, style: Dataset, cfg: LoaderConfig, start_batch: u64) -> Self {
+    pub fn new(
+        content: Dataset,
+        style: Option<Dataset>,
+        cfg: LoaderConfig,
+        start_batch: u64,
+    ) -> Self {
         assert!(cfg.batch_size > 0, "batch_size must be positive");
         let producer = Producer {
             content_sampler: Sampler::new(content.len(), cfg.seed),
-            style_sampler: Sampler::new(style.len(), cfg.seed ^ STYLE_SEED_XOR),
             content,
-            style,
+            style: style.map(|ds| {
+                let sampler = Sampler::new(ds.len(), cfg.seed ^ STYLE_SEED_XOR);
+                (ds, sampler)
+            }),
             cfg: cfg.clone(),
             bad: HashMap::new(),
         };
@@ -884,20 +901,26 @@ mod tests {
             prefetch: 2,
             slots: None,
         };
-        let mut from0 = Loader::new(ds.clone(), ds.clone(), cfg.clone(), 0);
+        let mut from0 = Loader::new(ds.clone(), Some(ds.clone()), cfg.clone(), 0);
         let seq: Vec<Batch> = (0..5).map(|_| from0.next().unwrap()).collect();
         for (i, b) in seq.iter().enumerate() {
             assert_eq!(b.index, i as u64);
             assert_eq!(b.content.dims(), &[3, 3, 24, 24]);
-            assert_eq!(b.style.dims(), &[3, 3, 24, 24]);
+            assert_eq!(b.style.as_ref().unwrap().dims(), &[3, 3, 24, 24]);
         }
-        assert_ne!(tensor_bits(&seq[0].content), tensor_bits(&seq[0].style));
-        let mut from3 = Loader::new(ds.clone(), ds, cfg, 3);
+        assert_ne!(
+            tensor_bits(&seq[0].content),
+            tensor_bits(seq[0].style.as_ref().unwrap())
+        );
+        let mut from3 = Loader::new(ds.clone(), Some(ds), cfg, 3);
         for want in &seq[3..] {
             let got = from3.next().unwrap();
             assert_eq!(got.index, want.index);
             assert_eq!(tensor_bits(&got.content), tensor_bits(&want.content));
-            assert_eq!(tensor_bits(&got.style), tensor_bits(&want.style));
+            assert_eq!(
+                tensor_bits(got.style.as_ref().unwrap()),
+                tensor_bits(want.style.as_ref().unwrap())
+            );
         }
         drop(from0); // must not hang with a full queue
     }
@@ -915,7 +938,7 @@ mod tests {
             prefetch: 1,
             slots: None,
         };
-        let mut whole = Loader::new(ds.clone(), ds.clone(), cfg.clone(), 2);
+        let mut whole = Loader::new(ds.clone(), Some(ds.clone()), cfg.clone(), 2);
         let mut halves: Vec<Loader> = [0..2, 2..4]
             .into_iter()
             .map(|r| {
@@ -923,7 +946,7 @@ mod tests {
                     slots: Some(r),
                     ..cfg.clone()
                 };
-                Loader::new(ds.clone(), ds.clone(), c, 2)
+                Loader::new(ds.clone(), Some(ds.clone()), c, 2)
             })
             .collect();
         for _ in 0..2 {
@@ -936,7 +959,10 @@ mod tests {
             let cat =
                 |f: fn(&Batch) -> &Tensor| Tensor::cat(&[f(&parts[0]), f(&parts[1])], 0).unwrap();
             assert_eq!(tensor_bits(&cat(|b| &b.content)), tensor_bits(&w.content));
-            assert_eq!(tensor_bits(&cat(|b| &b.style)), tensor_bits(&w.style));
+            assert_eq!(
+                tensor_bits(&cat(|b| b.style.as_ref().unwrap())),
+                tensor_bits(w.style.as_ref().unwrap())
+            );
         }
     }
 
@@ -964,7 +990,7 @@ mod tests {
             prefetch: 1,
             slots: None,
         };
-        let mut loader = Loader::new(content, style, cfg, 0);
+        let mut loader = Loader::new(content, Some(style), cfg, 0);
         for i in 0..3 {
             let b = loader.next().unwrap();
             assert_eq!(b.content.dims(), &[5, 3, 16, 16]);
@@ -992,7 +1018,7 @@ mod tests {
             crop_size: 16,
             ..Default::default()
         };
-        let mut loader = Loader::new(ds.clone(), ds, cfg, 0);
+        let mut loader = Loader::new(ds.clone(), Some(ds), cfg, 0);
         let e = format!("{:#}", loader.next().unwrap_err());
         assert!(e.contains("could be decoded"), "{e}");
         assert!(loader.next().is_err());

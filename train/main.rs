@@ -6,6 +6,7 @@ mod checkpoint;
 mod config;
 mod data;
 mod dist;
+mod johnson;
 mod model;
 #[cfg(test)]
 mod parity_test;
@@ -50,6 +51,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Train a Johnson et al. per-style network (PyTorch fast_neural_style's
+    /// TransformerNet) against ONE style image: `adain-train johnson --style
+    /// painting.jpg --content coco --out runs/NAME`. Defaults: Adam lr 1e-3 (no
+    /// decay), batch 4, 256 px crops of photos resized to 256, content loss at
+    /// relu2_1, 40,000 steps. The run's model.safetensors goes to `adain stylize
+    /// --model`; --resume, export, Ctrl-C and mpirun work as for the decoder.
+    Johnson(TrainArgs),
     /// Write the latest decoder of a run as a shareable safetensors file with metadata.
     Export {
         run: PathBuf,
@@ -67,7 +75,7 @@ struct TrainArgs {
     /// Photos: a name (data/<name>/) or a directory.
     #[arg(long)]
     content: Option<String>,
-    /// Paintings: a name (data/<name>/) or a directory.
+    /// Paintings: a name (data/<name>/) or a directory; for `johnson`, one image.
     #[arg(long)]
     style: Option<String>,
     /// Run directory [default: runs/adain].
@@ -139,6 +147,12 @@ struct TrainArgs {
     /// recipe. Use a new --seed so the batches differ from the run that made it.
     #[arg(long)]
     init_decoder: Option<PathBuf>,
+    /// johnson: total-variation weight [default: 0].
+    #[arg(long)]
+    tv_weight: Option<f64>,
+    /// johnson: encoder layer of the content loss (relu1_1..relu4_1) [default: relu2_1].
+    #[arg(long)]
+    content_layer: Option<String>,
 }
 
 impl TrainArgs {
@@ -157,7 +171,9 @@ impl TrainArgs {
             style_weight,
             content_weight,
             load_size,
-            crop_size
+            crop_size,
+            tv_weight,
+            content_layer
         );
         set!(
             save_every,
@@ -194,17 +210,18 @@ fn main() {
             dtype,
             overwrite,
         }) => export(&run, &out, &dtype, overwrite),
-        None => train(cli.train, &dist),
+        Some(Cmd::Johnson(args)) => train(args, config::johnson_defaults(), &dist),
+        None => train(cli.train, Config::default(), &dist),
     };
     if let Err(e) = result {
         dist.fail(&format!("{e:#}").replace('\n', " "), 1);
     }
 }
 
-fn train(args: TrainArgs, dist: &dist::Dist) -> Result<()> {
+fn train(args: TrainArgs, defaults: Config, dist: &dist::Dist) -> Result<()> {
     // Every step frees and allocates the same large blocks: keep them.
     adain::alloc::keep_freed_memory();
-    let run = resolve_run(&args, dist)?;
+    let run = resolve_run(&args, defaults, dist)?;
     let cfg = run.cfg.clone();
     if cfg.batch_size % dist.size() != 0 {
         bail!(
@@ -226,6 +243,32 @@ fn train(args: TrainArgs, dist: &dist::Dist) -> Result<()> {
         &device,
     ))?;
     let encoder_sha = vgg_path.sha256()?;
+
+    if cfg.model == "johnson" {
+        let content = data::discover(&Config::resolve_data(&cfg.content), cfg.crop_size / 2)?;
+        tracing::info!(
+            "content: {} usable, {} skipped in {}; style: {}",
+            content.files.len(),
+            content.skipped.len(),
+            content.root.display(),
+            cfg.style
+        );
+        same_everywhere(dist, &[("content", &content)], &encoder_sha)?;
+        let data_json = serde_json::json!({
+            "content_dir": content.root, "content_files": content.files.len(),
+            "content_skipped": content.skipped.len(), "style_image": cfg.style,
+        })
+        .to_string();
+        let net = johnson::JohnsonModel::new(
+            &cfg,
+            encoder,
+            encoder_sha,
+            device.clone(),
+            dist.is_root().then_some(&content.files[..]),
+            data_json,
+        )?;
+        return fit(run, net, dist, device, content, None);
+    }
 
     // Data: every rank must see the same files, or the ranks would not
     // follow one trajectory.
@@ -263,7 +306,20 @@ fn train(args: TrainArgs, dist: &dist::Dist) -> Result<()> {
         data_json,
         resuming: run.resuming,
     })?;
-    let trainer = trainer::Trainer::new(run, decoder, dist, device)?;
+    fit(run, decoder, dist, device, content, Some(style))
+}
+
+/// The trainer and this rank's loader over its share of every global batch.
+fn fit<M: trainer::Model>(
+    run: trainer::Run,
+    model: M,
+    dist: &dist::Dist,
+    device: candle_core::Device,
+    content: data::Dataset,
+    style: Option<data::Dataset>,
+) -> Result<()> {
+    let cfg = run.cfg.clone();
+    let trainer = trainer::Trainer::new(run, model, dist, device)?;
     let share = cfg.batch_size / dist.size();
     let loader = data::Loader::new(
         content,
@@ -292,7 +348,7 @@ fn train(args: TrainArgs, dist: &dist::Dist) -> Result<()> {
 /// The run directory and its config: from the flags, a `--config` file, or
 /// (on `--resume`) the run's own config.toml. Rank 0 resolves it and sends it
 /// to the others, which need no run directory of their own.
-fn resolve_run(args: &TrainArgs, dist: &dist::Dist) -> Result<trainer::Run> {
+fn resolve_run(args: &TrainArgs, defaults: Config, dist: &dist::Dist) -> Result<trainer::Run> {
     let (dir, resuming) = match &args.resume {
         Some(p) if !p.as_os_str().is_empty() => (p.clone(), true),
         _ => (
@@ -313,7 +369,7 @@ fn resolve_run(args: &TrainArgs, dist: &dist::Dist) -> Result<trainer::Run> {
         } else if let Some(f) = &args.config {
             Config::from_file(f)?
         } else {
-            Config::default()
+            defaults
         };
         let cfg = args.apply(base);
         cfg.validate()?;
@@ -376,7 +432,7 @@ fn export(run: &Path, out: &Path, dtype: &str, overwrite: bool) -> Result<()> {
         _ => DType::F32,
     };
     let tensors: Vec<(String, Tensor)> = ck
-        .decoder_tensors()?
+        .model_tensors()?
         .into_iter()
         .map(|(k, t)| Ok((k, t.to_dtype(dt)?)))
         .collect::<Result<_>>()?;

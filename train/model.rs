@@ -79,11 +79,15 @@ impl Model for AdainDecoder {
     }
 
     fn losses(&self, batch: &Batch) -> Result<Terms> {
+        let style = batch
+            .style
+            .as_ref()
+            .context("a batch without style images")?;
         let l = adain::loss::losses(
             &self.encoder,
             &self.decoder,
             &batch.content.to_device(&self.device)?,
-            &batch.style.to_device(&self.device)?,
+            &style.to_device(&self.device)?,
         )?;
         let total = l.total(self.content_weight, self.style_weight)?;
         Ok(Terms {
@@ -106,9 +110,13 @@ impl Model for AdainDecoder {
         m.insert(checkpoint::META_DATA.into(), self.data_json.clone());
         m
     }
+
+    fn latest_file(&self) -> (&'static str, &'static str) {
+        (weights::DECODER_FILE, "--decoder")
+    }
 }
 
-fn sorted_vars(varmap: &VarMap) -> Vec<(String, Var)> {
+pub fn sorted_vars(varmap: &VarMap) -> Vec<(String, Var)> {
     let data = varmap.data().lock().expect("varmap lock");
     let mut v: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -139,15 +147,22 @@ fn warm_start(params: &[(String, Var)], file: &Path, vgg: &Path, encoder_sha: &s
 /// PyTorch's default Conv2d init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and
 /// bias, drawn from the run's seed so a run is reproducible from its config.
 fn init_decoder(params: &[(String, Var)], seed: u64) -> Result<()> {
+    init_convs(params, seed, 0xdec0de)
+}
+
+/// PyTorch's default init for every `*.weight` / `*.bias` pair of a conv
+/// (fan-in from the weight), from `(seed, salt, index)`; names are
+/// `PREFIX.weight` / `PREFIX.bias`.
+pub fn init_convs(params: &[(String, Var)], seed: u64, salt: u64) -> Result<()> {
     for (i, (name, var)) in params.iter().enumerate() {
-        let prefix = name.split('.').next().unwrap_or("");
+        let prefix = name.rsplit_once('.').map(|p| p.0).unwrap_or("");
         let fan_in = params
             .iter()
             .find(|(n, _)| *n == format!("{prefix}.weight"))
             .map(|(_, w)| w.dims()[1..].iter().product::<usize>())
             .context("weight of a bias")?;
         let bound = 1.0 / (fan_in as f64).sqrt();
-        let mut rng = data::DetRng::from_parts(&[seed, 0xdec0de, i as u64]);
+        let mut rng = data::DetRng::from_parts(&[seed, salt, i as u64]);
         let n = var.elem_count();
         let vals: Vec<f32> = (0..n)
             .map(|_| {

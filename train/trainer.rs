@@ -41,6 +41,8 @@ pub trait Model {
     fn write_samples(&self, path: &Path) -> Result<()>;
     /// Metadata for the checkpoint at `iteration` (and the exported file).
     fn metadata(&self, iteration: u64) -> BTreeMap<String, String>;
+    /// The run's file holding the latest model alone, and how to use it.
+    fn latest_file(&self) -> (&'static str, &'static str);
 }
 
 /// One line of RUN/log.jsonl.
@@ -262,9 +264,10 @@ impl<'a, M: Model> Trainer<'a, M> {
             );
         }
         if root {
+            let (file, flag) = self.model.latest_file();
             eprintln!(
-                "done: {} (use it with `adain stylize --decoder {0}` or share it with `adain-train export`)",
-                self.run.dir.join(adain::weights::DECODER_FILE).display()
+                "done: {} (use it with `adain stylize {flag} {0}` or share it with `adain-train export`)",
+                self.run.dir.join(file).display()
             );
         }
         Ok(())
@@ -360,6 +363,7 @@ impl<'a, M: Model> Trainer<'a, M> {
             &self.adam.state(),
             &meta,
             self.run.cfg.keep,
+            self.model.latest_file().0,
         )?;
         let points: Vec<plot::LossPoint> = self
             .records
