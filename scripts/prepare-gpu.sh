@@ -17,6 +17,10 @@
 # later ones reuse $CUDA_TARGET (default /tmp/target-cuda).
 #
 # usage: scripts/prepare-gpu.sh   (CUDA_COMPUTE_CAP=90 for Hopper by default)
+#   FEATURES=nccl scripts/prepare-gpu.sh   data-parallel training over NCCL (adds the
+#       nvidia-nccl wheel; the feature also takes in MPI: the GPU machine then needs
+#       Open MPI's runtime, which it does not have today)
+#   BUILD_ONLY=1                           stop after the build (no gpu/ folder)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 V=${CUDA_VENV:-/tmp/cuda-venv}
@@ -28,6 +32,8 @@ if [ ! -x "$V/bin/pip" ]; then python3 -m venv "$V"; fi
 "$V/bin/pip" install -q "nvidia-cuda-nvcc==13.0.88" "nvidia-nvvm==13.0.88" \
     "nvidia-cuda-crt==13.0.88" "nvidia-cuda-runtime==13.0.96" "nvidia-cuda-cccl==13.0.85" \
     "nvidia-cublas==13.0.2.14" "nvidia-curand==10.4.5.25" "nvidia-cuda-nvrtc==13.0.88"
+FEATURES=${FEATURES:-cuda}
+case ",$FEATURES," in *,nccl,*) "$V/bin/pip" install -q "nvidia-nccl-cu13==2.32.3" ;; esac
 NV=$(echo "$V"/lib/python3*/site-packages/nvidia/cu13)
 
 # A CUDA root: bin/ include/ nvvm/ from the wheels, lib64/ with unversioned names.
@@ -35,7 +41,8 @@ mkdir -p "$ROOT/lib64"
 ln -sfn "$NV/bin" "$ROOT/bin"
 ln -sfn "$NV/include" "$ROOT/include"
 ln -sfn "$NV/nvvm" "$ROOT/nvvm"
-for f in "$NV"/lib/*.so.*; do
+for f in "$NV"/lib/*.so.* "$V"/lib/python3*/site-packages/nvidia/nccl/lib/*.so.*; do
+    [ -e "$f" ] || continue
     b=$(basename "$f")
     ln -sf "$f" "$ROOT/lib64/$b"
     ln -sf "$f" "$ROOT/lib64/${b%%.so*}.so"
@@ -50,7 +57,8 @@ ln -sf libcuda.so "$ROOT/lib64/libcuda.so.1"
 
 export PATH="$ROOT/bin:$PATH" CUDA_ROOT="$ROOT" CUDA_HOME="$ROOT" CUDA_PATH="$ROOT"
 export LIBRARY_PATH="$ROOT/lib64"
-cargo build --release --locked --features cuda --bins
+cargo build --release --locked --features "$FEATURES" --bins
+[ "${BUILD_ONLY:-0}" = 1 ] && { echo "built $CARGO_TARGET_DIR/release/adain-train (--features $FEATURES)"; exit 0; }
 
 mkdir -p gpu /tmp/gpu-bin
 cp "$CARGO_TARGET_DIR/release/adain" "$CARGO_TARGET_DIR/release/adain-train" /tmp/gpu-bin/
