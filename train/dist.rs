@@ -170,7 +170,10 @@ impl Dist {
     /// Rank 0's `buf` on every rank (all ranks pass a buffer of the same length).
     pub fn broadcast_f32(&self, buf: &mut [f32]) -> Result<()> {
         match &self.backend {
-            Backend::Single => Ok(()),
+            Backend::Single => {
+                let _ = buf; // a world of one already holds rank 0's values
+                Ok(())
+            }
             #[cfg(feature = "mpi")]
             Backend::Mpi(m) => m.broadcast_f32(buf),
         }
