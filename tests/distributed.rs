@@ -240,11 +240,9 @@ fn two_ranks_follow_one_process_and_resume_exactly() {
             x.iter
         );
         // The forward pass of step 1 sees identical weights and pixels.
-        let bound = if x.iter == 1 {
-            1e-6
-        } else {
-            1e-5f64.max(10.0 * threads).min(1e-3)
-        };
+        // Later steps: f32 summation order, amplified by Adam (the 2-thread
+        // figure printed above is the same effect); the strict check is at lr 1e-6 below.
+        let bound = if x.iter == 1 { 1e-6 } else { 1e-3 };
         assert!(
             ranks <= bound,
             "step {}: losses differ by {ranks:e} relative",
@@ -264,6 +262,36 @@ fn two_ranks_follow_one_process_and_resume_exactly() {
     // And they moved: the test compares trained weights, not the start.
     let moved = max_diff(&load_f32(&dec), &decoder(&one)).0;
     assert!(moved > 1e-4, "{moved}");
+
+    // That growth is Adam's: it scales with the learning rate. At lr 1e-6 (the
+    // loss still falls by 10% in two steps) every step agrees to ~1e-5.
+    let small: Vec<&str> = base.iter().copied().chain(["--lr", "1e-6"]).collect();
+    d.single("one_small", &small);
+    d.mpi_ok(2, "two_small", &small);
+    let (a, b) = (log(&d.p("one_small")), log(&d.p("two_small")));
+    assert!(
+        a[2].loss < 0.95 * a[0].loss,
+        "{} -> {}",
+        a[0].loss,
+        a[2].loss
+    );
+    for (x, y) in a.iter().zip(&b) {
+        let r = [
+            rel(y.loss, x.loss),
+            rel(y.loss_content, x.loss_content),
+            rel(y.loss_style, x.loss_style),
+        ]
+        .into_iter()
+        .fold(0f64, f64::max);
+        eprintln!(
+            "lr 1e-6, step {}: relative loss difference, 2 ranks vs 1 process {r:.2e}",
+            x.iter
+        );
+        assert!(r <= 1e-5, "step {}: {r:e}", x.iter);
+    }
+    let (diff, _) = max_diff(&decoder(&d.p("one_small")), &decoder(&d.p("two_small")));
+    eprintln!("lr 1e-6, after 3 steps: max |weight diff| {diff:.2e}");
+    assert!(diff <= 1e-5, "{diff}");
 
     // A 2-rank checkpoint resumed on 2 ranks gives the uninterrupted 2-rank result.
     d.mpi_ok(2, "two5", &["--max-iter", "5"]);
