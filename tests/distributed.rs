@@ -12,22 +12,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
-use image::{Rgb, RgbImage};
-
-fn write_images(dir: &Path, n: u32, seed: u32) {
-    std::fs::create_dir_all(dir).unwrap();
-    for i in 0..n {
-        let img = RgbImage::from_fn(80, 72, |x, y| {
-            let v = (x * (3 + i) + y * (5 + seed) + i * 37 + seed * 11) as u8;
-            Rgb([
-                v,
-                v.wrapping_mul(3).wrapping_add((i * 50) as u8),
-                ((x ^ y) * (seed + 2)) as u8,
-            ])
-        });
-        img.save(dir.join(format!("img{i}.png"))).unwrap();
-    }
-}
 
 struct Data {
     dir: tempfile::TempDir,
@@ -72,8 +56,8 @@ fn flags(d: &Data, run: &str, extra: &[&str]) -> Vec<String> {
 impl Data {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        write_images(&dir.path().join("photos"), 6, 1);
-        write_images(&dir.path().join("paintings"), 5, 2);
+        common::write_images(&dir.path().join("photos"), 6, 1, 80, 72);
+        common::write_images(&dir.path().join("paintings"), 5, 2, 80, 72);
         Self { dir }
     }
     fn p(&self, s: &str) -> PathBuf {
@@ -164,6 +148,17 @@ fn max_diff(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) -> (f32, f
     (d, m)
 }
 
+/// The largest relative difference of `y`'s losses (total, content, style) from `x`'s.
+fn worst_rel(x: &Rec, y: &Rec) -> f64 {
+    [
+        rel(y.loss, x.loss),
+        rel(y.loss_content, x.loss_content),
+        rel(y.loss_style, x.loss_style),
+    ]
+    .into_iter()
+    .fold(0f64, f64::max)
+}
+
 fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs().max(1e-12)
 }
@@ -221,20 +216,8 @@ fn two_ranks_follow_one_process_and_resume_exactly() {
     assert_eq!((a.len(), b.len(), t.len()), (3, 3, 3));
     for ((x, y), z) in a.iter().zip(&b).zip(&t) {
         assert_eq!(x.iter, y.iter);
-        let ranks = [
-            rel(y.loss, x.loss),
-            rel(y.loss_content, x.loss_content),
-            rel(y.loss_style, x.loss_style),
-        ]
-        .into_iter()
-        .fold(0f64, f64::max);
-        let threads = [
-            rel(z.loss, x.loss),
-            rel(z.loss_content, x.loss_content),
-            rel(z.loss_style, x.loss_style),
-        ]
-        .into_iter()
-        .fold(0f64, f64::max);
+        let ranks = worst_rel(x, y);
+        let threads = worst_rel(x, z);
         eprintln!(
             "step {}: relative loss difference, 2 ranks vs 1 process {ranks:.2e}; 2 threads vs 1 {threads:.2e}",
             x.iter
@@ -276,13 +259,7 @@ fn two_ranks_follow_one_process_and_resume_exactly() {
         a[2].loss
     );
     for (x, y) in a.iter().zip(&b) {
-        let r = [
-            rel(y.loss, x.loss),
-            rel(y.loss_content, x.loss_content),
-            rel(y.loss_style, x.loss_style),
-        ]
-        .into_iter()
-        .fold(0f64, f64::max);
+        let r = worst_rel(x, y);
         eprintln!(
             "lr 1e-6, step {}: relative loss difference, 2 ranks vs 1 process {r:.2e}",
             x.iter
@@ -368,8 +345,8 @@ fn a_rank_with_other_data_refuses_to_start() {
     // the relative --content path names a different file set on each.
     let d = Data::new();
     let (m0, m1) = (d.p("m0"), d.p("m1"));
-    write_images(&m0.join("photos"), 6, 1);
-    write_images(&m1.join("photos"), 5, 1);
+    common::write_images(&m0.join("photos"), 6, 1, 80, 72);
+    common::write_images(&m1.join("photos"), 5, 1, 80, 72);
     let vgg = common::vgg_path();
     let args = |wd: &Path| -> Vec<String> {
         let mut a: Vec<String> = ["-n", "1", "-wdir", wd.to_str().unwrap()]

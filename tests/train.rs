@@ -7,23 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use image::{Rgb, RgbImage};
-
-fn write_images(dir: &Path, n: u32, seed: u32) {
-    std::fs::create_dir_all(dir).unwrap();
-    for i in 0..n {
-        let img = RgbImage::from_fn(48, 40, |x, y| {
-            let v = (x * (3 + i) + y * (5 + seed) + i * 37 + seed * 11) as u8;
-            Rgb([
-                v,
-                v.wrapping_mul(3).wrapping_add((i * 50) as u8),
-                ((x ^ y) * (seed + 2)) as u8,
-            ])
-        });
-        img.save(dir.join(format!("img{i}.png"))).unwrap();
-    }
-}
-
 struct Data {
     dir: tempfile::TempDir,
 }
@@ -31,8 +14,8 @@ struct Data {
 impl Data {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        write_images(&dir.path().join("photos"), 6, 1);
-        write_images(&dir.path().join("paintings"), 5, 2);
+        common::write_images(&dir.path().join("photos"), 6, 1, 48, 40);
+        common::write_images(&dir.path().join("paintings"), 5, 2, 48, 40);
         Self { dir }
     }
     fn p(&self, s: &str) -> PathBuf {

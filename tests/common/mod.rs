@@ -112,3 +112,20 @@ pub fn installed_copy(exe: &str, dir: &Path) -> PathBuf {
     }
     bin
 }
+
+/// `n` generated training pictures `img{i}.png` of `w`x`h` in `dir` (each
+/// different, `seed` shifts the set), for the `adain-train` tests.
+pub fn write_images(dir: &Path, n: u32, seed: u32, w: u32, h: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        let img = RgbImage::from_fn(w, h, |x, y| {
+            let v = (x * (3 + i) + y * (5 + seed) + i * 37 + seed * 11) as u8;
+            Rgb([
+                v,
+                v.wrapping_mul(3).wrapping_add((i * 50) as u8),
+                ((x ^ y) * (seed + 2)) as u8,
+            ])
+        });
+        img.save(dir.join(format!("img{i}.png"))).unwrap();
+    }
+}
