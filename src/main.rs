@@ -47,7 +47,9 @@ enum Cmd {
     Grid(cmd::optimize::GridArgs),
     /// Convert a PyTorch checkpoint (.pth: decoder.pth, vgg_normalised.pth, a
     /// fast_neural_style network such as candy.pth, or a training checkpoint
-    /// wrapping a state dict) to safetensors.
+    /// wrapping a state dict) to safetensors; a .safetensors input is written
+    /// again with a tensors_sha256 checksum (files from before checksums or
+    /// from other tools).
     Convert(cmd::weights::ConvertArgs),
     /// Show what a weight file holds (tensors, shapes, metadata); without FILE,
     /// which encoder and decoder `adain stylize` would use, and from where.

@@ -29,6 +29,14 @@ pub struct InfoArgs {
 }
 
 pub fn convert(a: ConvertArgs) -> Result<()> {
+    if a.input.extension().is_some_and(|e| e == "safetensors") {
+        weights::add_checksum(&a.input, &a.output, a.overwrite)?;
+        eprintln!(
+            "wrote {} (same tensors, with a tensors_sha256 checksum)",
+            a.output.display()
+        );
+        return Ok(());
+    }
     let kind = weights::convert_pth(&a.input, &a.output, a.overwrite)?;
     let what = match kind {
         Kind::Decoder => "decoder",

@@ -25,6 +25,15 @@ pub const META_ARCH: &str = "architecture";
 pub const META_ENCODER_SHA: &str = "encoder_sha256";
 pub const META_RECIPE: &str = "recipe";
 pub const META_ITER: &str = "iteration";
+/// `__metadata__` key of every weight file the project writes: the hex sha256
+/// of the file's data section (every tensor's bytes, in file order), checked
+/// on load so that a flipped byte is an error, never a silently other model.
+pub const META_TENSORS_SHA: &str = "tensors_sha256";
+/// Whole-file sha256 of the weight files the project ships but did not write
+/// (the ImageNet VGG-19 encoder, published as it came): such a file has no
+/// `tensors_sha256`, and is verified by its whole-file hash instead.
+pub const SHIPPED_FOREIGN_FILES: [&str; 1] =
+    ["9da04f3dd2ff4d727cfd77091626b7890a538a7f4d3a121fef992722cdb094da"];
 pub const DECODER_FORMAT: &str = "adain-decoder";
 pub const FORMAT_VERSION: &str = "1";
 pub const ARCHITECTURE: &str = "adain-decoder/vgg19-relu4_1 (pytorch-AdaIN keys)";
@@ -60,6 +69,23 @@ impl WeightFile {
         })?;
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| anyhow!("{p}: not a valid safetensors file ({e})"))?;
+        match meta.metadata().as_ref().and_then(|m| m.get(META_TENSORS_SHA)) {
+            Some(want) => {
+                let got = hex_sha256(data_section(bytes));
+                if *want != got {
+                    bail!(
+                        "{p}: corrupted: its tensor data has sha256 {}, but the file records {} \
+                         (a damaged copy: download or export it again)",
+                        short(&got),
+                        short(want)
+                    );
+                }
+            }
+            None if SHIPPED_FOREIGN_FILES.contains(&hex_sha256(bytes).as_str()) => {}
+            None => tracing::warn!(
+                "{p}: no `{META_TENSORS_SHA}` checksum (an older or foreign file): loaded unverified"
+            ),
+        }
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
             let dtype = match view.dtype() {
@@ -144,7 +170,15 @@ pub fn hex_sha256(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Writes a decoder (or any named tensors) as safetensors with metadata, atomically.
+/// The data section of safetensors bytes (after the 8-byte length and the
+/// header), which the caller has already parsed, so the length is in range.
+fn data_section(bytes: &[u8]) -> &[u8] {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    &bytes[8 + n..]
+}
+
+/// Writes a decoder (or any named tensors) as safetensors with metadata and
+/// the [`META_TENSORS_SHA`] checksum of its tensor data, atomically.
 pub fn save_safetensors(
     path: &Path,
     tensors: &[(String, Tensor)],
@@ -155,9 +189,18 @@ pub fn save_safetensors(
         .iter()
         .map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
         .collect::<Result<_>>()?;
-    let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
-    let bytes = safetensors::serialize(cpu.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
-        .with_context(|| format!("{}: cannot serialise", path.display()))?;
+    let mut meta: HashMap<String, String> = metadata.clone().into_iter().collect();
+    meta.remove(META_TENSORS_SHA);
+    let serialize = |meta: HashMap<String, String>| {
+        safetensors::serialize(cpu.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
+            .with_context(|| format!("{}: cannot serialise", path.display()))
+    };
+    // The data section does not depend on the metadata (tensors are laid out
+    // by dtype and name), so the checksum of a first serialisation holds for
+    // the second, which records it.
+    let sum = hex_sha256(data_section(&serialize(meta.clone())?));
+    meta.insert(META_TENSORS_SHA.into(), sum.clone());
+    let bytes = serialize(meta)?;
     crate::atomic::write_with(path, overwrite, |w| {
         Ok(std::io::Write::write_all(w, &bytes)?)
     })
@@ -620,6 +663,43 @@ pub fn classify(names: &[&str]) -> Kind {
     }
 }
 
+fn refuse_same_file(input: &Path, output: &Path) -> Result<()> {
+    if input.canonicalize().ok().is_some()
+        && input.canonicalize().ok() == output.canonicalize().ok()
+    {
+        bail!("{}: refusing to write over the input", output.display());
+    }
+    Ok(())
+}
+
+/// `adain convert` of a safetensors file: the same tensors, in their own
+/// dtypes, and metadata, written with the [`META_TENSORS_SHA`] checksum (how
+/// a file from before checksums, or from another tool, gets one). The input
+/// is verified first when it has a checksum.
+pub fn add_checksum(input: &Path, output: &Path, overwrite: bool) -> Result<()> {
+    refuse_same_file(input, output)?;
+    let p = input.display();
+    let checked = WeightFile::load(input)?;
+    let bytes = std::fs::read(input).with_context(|| format!("{p}: cannot read"))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| anyhow!("{p}: not a valid safetensors file ({e})"))?;
+    let mut tensors = Vec::new();
+    for (name, view) in st.tensors() {
+        let dtype = checked.tensors[&name].dtype();
+        let dtype = match view.dtype() {
+            safetensors::Dtype::F16 => DType::F16,
+            safetensors::Dtype::BF16 => DType::BF16,
+            safetensors::Dtype::F64 => DType::F64,
+            _ => dtype,
+        };
+        let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)
+            .map_err(|e| anyhow!("{p}: tensor `{name}`: {e}"))?;
+        tensors.push((name, t));
+    }
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    save_safetensors(output, &tensors, &checked.metadata, overwrite)
+}
+
 /// `adain convert`: a PyTorch checkpoint to safetensors. A recognised decoder,
 /// encoder or Johnson network (`fast_neural_style`) is shape-checked; a
 /// decoder gets decoder metadata (its encoder is unknown: the reference's
@@ -627,11 +707,7 @@ pub fn classify(names: &[&str]) -> Kind {
 /// instance norms' `running_mean`/`running_var` of old files, as the
 /// example's `stylize.py` drops them, and must then hold nothing else.
 pub fn convert_pth(input: &Path, output: &Path, overwrite: bool) -> Result<Kind> {
-    if input.canonicalize().ok().is_some()
-        && input.canonicalize().ok() == output.canonicalize().ok()
-    {
-        bail!("{}: refusing to write over the input", output.display());
-    }
+    refuse_same_file(input, output)?;
     let mut tensors = read_pth(input)?;
     let names: Vec<&str> = tensors.iter().map(|(k, _)| k.as_str()).collect();
     let kind = classify(&names);
@@ -705,6 +781,40 @@ mod tests {
             assert_eq!(f.metadata["pad"].len(), n);
         }
         assert!(seen.contains(&0x80), "no header started with 0x80");
+    }
+
+    /// One flipped byte anywhere in the tensor data is an error naming the
+    /// file; a file without the checksum (written by another tool) loads.
+    #[test]
+    fn flipped_tensor_bytes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let t = Tensor::arange(0f32, 64., &Device::Cpu).unwrap();
+        let u = Tensor::ones((4, 4), DType::F16, &Device::Cpu).unwrap();
+        let tensors = [("a".to_string(), t.clone()), ("b".to_string(), u)];
+        save_safetensors(&path, &tensors, &BTreeMap::new(), true).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let f = WeightFile::from_bytes(&good, &path).unwrap();
+        assert_eq!(
+            f.metadata[META_TENSORS_SHA],
+            hex_sha256(data_section(&good))
+        );
+        let data_start = good.len() - data_section(&good).len();
+        for i in [data_start, data_start + 77, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[i] ^= 0x10;
+            let e = format!("{:#}", WeightFile::from_bytes(&bad, &path).err().unwrap());
+            assert!(e.contains("w.safetensors: corrupted"), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        // the same tensors from safetensors itself: no checksum, still loads
+        let plain = safetensors::serialize([("a", &t)], None).unwrap();
+        let f = WeightFile::from_bytes(&plain, &path).unwrap();
+        assert!(!f.metadata.contains_key(META_TENSORS_SHA));
+        assert_eq!(
+            f.tensors["a"].to_vec1::<f32>().unwrap(),
+            t.to_vec1::<f32>().unwrap()
+        );
     }
 
     #[test]
