@@ -132,6 +132,62 @@ impl Checkpoint {
     }
 }
 
+/// Exclusive use of a run directory (`RUN/.lock`, an advisory `flock`): a
+/// second trainer on the same run is refused, and a killed one leaves no
+/// stale lock (the kernel drops a dead process's locks). Held while alive.
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    /// Takes the lock (creating `run`), writes this pid into it, and removes
+    /// the temp files a killed trainer left in the run and its checkpoints.
+    pub fn acquire(run: &Path) -> Result<RunLock> {
+        use std::io::{Read, Seek, Write};
+        std::fs::create_dir_all(run)
+            .with_context(|| format!("{}: cannot create", run.display()))?;
+        let path = run.join(".lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("{}: cannot open the lock file", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let who = match pid.trim() {
+                    "" => String::new(),
+                    p => format!(" (pid {p})"),
+                };
+                anyhow::bail!(
+                    "{}: another adain-train{who} is using this run directory; wait for it to finish or stop it",
+                    run.display()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("{}: cannot lock", path.display()))
+            }
+        }
+        file.set_len(0)?;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        write!(file, "{}", std::process::id())?;
+        for d in [run.to_path_buf(), dir(run), run.join("samples")] {
+            let n = adain::atomic::remove_stale_temps(&d)?;
+            if n > 0 {
+                tracing::info!(
+                    "{}: removed {n} unfinished temp file(s) of an interrupted run",
+                    d.display()
+                );
+            }
+        }
+        Ok(RunLock { _file: file })
+    }
+}
+
 /// The newest checkpoint that loads; a damaged newer one is reported and skipped.
 pub fn latest(run: &Path) -> Result<Option<Checkpoint>> {
     for (iteration, path) in list(run)?.into_iter().rev() {

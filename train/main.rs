@@ -349,7 +349,7 @@ fn fit<M: trainer::Model>(
 /// (on `--resume`) the run's own config.toml. Rank 0 resolves it and sends it
 /// to the others, which need no run directory of their own.
 fn resolve_run(args: &TrainArgs, defaults: Config, dist: &dist::Dist) -> Result<trainer::Run> {
-    let (dir, resuming) = match &args.resume {
+    let (dir, mut resuming) = match &args.resume {
         Some(p) if !p.as_os_str().is_empty() => (p.clone(), true),
         _ => (
             args.out
@@ -359,21 +359,32 @@ fn resolve_run(args: &TrainArgs, defaults: Config, dist: &dist::Dist) -> Result<
         ),
     };
     let mut cfg_toml = String::new();
+    let mut lock = None;
     if dist.is_root() {
         let config_path = dir.join("config.toml");
+        if resuming && !config_path.is_file() {
+            bail!("{}: nothing to resume (no config.toml)", dir.display());
+        }
+        // Before anything is read: a second trainer on this run stops here.
+        lock = Some(checkpoint::RunLock::acquire(&dir)?);
         let base = if resuming {
-            if !config_path.is_file() {
-                bail!("{}: nothing to resume (no config.toml)", dir.display());
-            }
             Config::from_file(&config_path)?
         } else if let Some(f) = &args.config {
             Config::from_file(f)?
         } else {
             defaults
         };
+        if resuming && checkpoint::list(&dir)?.is_empty() {
+            // killed before its first save: the run is its config, so start it over
+            tracing::info!(
+                "{}: no checkpoint yet (stopped before its first save): starting over from iteration 0",
+                dir.display()
+            );
+            resuming = false;
+        }
         let cfg = args.apply(base);
         cfg.validate()?;
-        if !resuming && !checkpoint::list(&dir)?.is_empty() {
+        if args.resume.is_none() && !checkpoint::list(&dir)?.is_empty() {
             bail!(
                 "{}: already holds checkpoints: continue it with --resume {0}, or choose another --out",
                 dir.display()
@@ -384,7 +395,12 @@ fn resolve_run(args: &TrainArgs, defaults: Config, dist: &dist::Dist) -> Result<
     let shared = dist.broadcast_bytes(cfg_toml.into_bytes())?;
     let cfg: Config =
         toml::from_str(std::str::from_utf8(&shared)?).context("the configuration rank 0 sent")?;
-    Ok(trainer::Run { dir, resuming, cfg })
+    Ok(trainer::Run {
+        dir,
+        resuming,
+        cfg,
+        lock,
+    })
 }
 
 /// Refuses to start, on every rank, when a rank's data or encoder differs

@@ -67,6 +67,9 @@ pub struct Run {
     pub dir: PathBuf,
     pub resuming: bool,
     pub cfg: Config,
+    /// Rank 0's exclusive use of `dir`: held (never read) for the whole run.
+    #[allow(dead_code)]
+    pub lock: Option<checkpoint::RunLock>,
 }
 
 pub struct Trainer<'a, M: Model> {

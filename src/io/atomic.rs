@@ -18,7 +18,7 @@ fn temp_beside<'a>(path: &'a Path, suffix: &str) -> Result<(tempfile::NamedTempF
     std::fs::create_dir_all(dir)
         .with_context(|| format!("{}: cannot create directory", dir.display()))?;
     let mut builder = tempfile::Builder::new();
-    builder.prefix(".adain-tmp-").suffix(suffix);
+    builder.prefix(TEMP_PREFIX).suffix(suffix);
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
     let tmp = builder
@@ -27,11 +27,50 @@ fn temp_beside<'a>(path: &'a Path, suffix: &str) -> Result<(tempfile::NamedTempF
     Ok((tmp, dir))
 }
 
+/// The prefix of every temporary file (`PREFIX*` beside a final name is a
+/// write that never finished: a killed process's, safe to delete).
+pub const TEMP_PREFIX: &str = ".adain-tmp-";
+
+/// Test-only fault injection: with `ADAIN_FAULT_COMMIT_DELAY_MS=N` every
+/// atomic write sleeps N ms between writing its temp file and renaming it,
+/// widening the window a kill can land in (`scripts/kill-campaign.sh`).
+fn commit_delay() -> Option<std::time::Duration> {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("ADAIN_FAULT_COMMIT_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_millis)
+    })
+}
+
+/// Removes the temp files ([`TEMP_PREFIX`]) a killed writer left in `dir`;
+/// returns how many. Only for a directory no other process writes to (a
+/// run directory under its lock).
+pub fn remove_stale_temps(dir: &Path) -> Result<usize> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            std::fs::remove_file(e.path()).with_context(|| {
+                format!("{}: cannot remove stale temp file", e.path().display())
+            })?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// fsyncs the temp file, renames it to `path` and makes the rename durable.
 fn commit(tmp: tempfile::NamedTempFile, dir: &Path, path: &Path, overwrite: bool) -> Result<()> {
     tmp.as_file()
         .sync_all()
         .with_context(|| format!("{}: fsync failed", path.display()))?;
+    if let Some(d) = commit_delay() {
+        std::thread::sleep(d);
+    }
     if overwrite {
         tmp.persist(path)
             .map_err(|e| e.error)
