@@ -3,66 +3,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-struct Data {
-    dir: tempfile::TempDir,
-}
-
-impl Data {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        common::write_images(&dir.path().join("photos"), 6, 1, 48, 40);
-        common::write_images(&dir.path().join("paintings"), 5, 2, 48, 40);
-        Self { dir }
-    }
-    fn p(&self, s: &str) -> PathBuf {
-        self.dir.path().join(s)
-    }
-    /// adain-train on this data with tiny crops; `extra` flags win.
-    fn cmd(&self, run: &str, extra: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_adain-train"));
-        let vgg = common::vgg_path();
-        c.args([
-            "--vgg",
-            vgg.to_str().unwrap(),
-            "--content",
-            self.p("photos").to_str().unwrap(),
-        ])
-        .args([
-            "--style",
-            self.p("paintings").to_str().unwrap(),
-            "--out",
-            self.p(run).to_str().unwrap(),
-        ])
-        .args([
-            "--crop-size",
-            "32",
-            "--load-size",
-            "40",
-            "--batch-size",
-            "2",
-            "--log-every",
-            "1",
-        ])
-        .args([
-            "--sample-every",
-            "1000",
-            "--save-every",
-            "1000",
-            "--threads",
-            "2",
-        ])
-        .args(extra)
-        .env_remove("RUST_LOG");
-        c
-    }
-    fn run(&self, run: &str, extra: &[&str]) -> Output {
-        self.cmd(run, extra).output().unwrap()
-    }
-}
+use common::TrainData as Data;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

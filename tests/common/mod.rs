@@ -129,3 +129,61 @@ pub fn write_images(dir: &Path, n: u32, seed: u32, w: u32, h: u32) {
         img.save(dir.join(format!("img{i}.png"))).unwrap();
     }
 }
+
+/// Tiny generated photos and paintings, and `adain-train` on them.
+pub struct TrainData {
+    pub dir: tempfile::TempDir,
+}
+
+impl TrainData {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        write_images(&dir.path().join("photos"), 6, 1, 48, 40);
+        write_images(&dir.path().join("paintings"), 5, 2, 48, 40);
+        Self { dir }
+    }
+    pub fn p(&self, s: &str) -> PathBuf {
+        self.dir.path().join(s)
+    }
+    /// adain-train on this data with tiny crops; `extra` flags win.
+    pub fn cmd(&self, run: &str, extra: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_adain-train"));
+        let vgg = vgg_path();
+        c.args([
+            "--vgg",
+            vgg.to_str().unwrap(),
+            "--content",
+            self.p("photos").to_str().unwrap(),
+        ])
+        .args([
+            "--style",
+            self.p("paintings").to_str().unwrap(),
+            "--out",
+            self.p(run).to_str().unwrap(),
+        ])
+        .args([
+            "--crop-size",
+            "32",
+            "--load-size",
+            "40",
+            "--batch-size",
+            "2",
+            "--log-every",
+            "1",
+        ])
+        .args([
+            "--sample-every",
+            "1000",
+            "--save-every",
+            "1000",
+            "--threads",
+            "2",
+        ])
+        .args(extra)
+        .env_remove("RUST_LOG");
+        c
+    }
+    pub fn run(&self, run: &str, extra: &[&str]) -> Output {
+        self.cmd(run, extra).output().unwrap()
+    }
+}
