@@ -28,6 +28,9 @@ pub enum ApiError {
     /// Every worker busy and the queue full (503), with the seconds to wait.
     #[error("server busy: the queue is full, retry in {0} s")]
     Busy(u64),
+    /// The client did not send its form within `--client-timeout` (408).
+    #[error("the request body did not arrive within {0} s (--client-timeout)")]
+    ClientTimeout(u64),
     /// The request passed `--timeout` (504).
     #[error("request timed out after {0} s")]
     Timeout(u64),
@@ -49,6 +52,7 @@ impl ApiError {
             ApiError::BadImage(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Busy(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -89,6 +93,10 @@ impl IntoResponse for ApiError {
             }
             ApiError::ShuttingDown => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(5u64));
+            }
+            ApiError::ClientTimeout(_) => {
+                // the rest of the body is not read: this connection is done
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             ApiError::Unauthorized => {
                 h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
