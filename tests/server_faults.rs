@@ -393,7 +393,8 @@ fn slow_clients_are_cut_off_after_the_client_timeout_while_others_are_served() {
 }
 
 /// Opens `n` connections of three kinds: idle, half a request head, and a
-/// request head with 64 KB of an 8 MB upload.
+/// request head with 64 KB of a 128 KB upload (10,000 of them fit the
+/// default upload budget).
 fn many(s: &Server, n: usize) -> Vec<TcpStream> {
     let addr = s.addr();
     let chunk = vec![0x33u8; 64 << 10];
@@ -406,7 +407,8 @@ fn many(s: &Server, n: usize) -> Vec<TcpStream> {
                     .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Partial: ")
                     .unwrap(),
                 _ => {
-                    c.write_all(upload_head(&addr, 8 << 20).as_bytes()).unwrap();
+                    c.write_all(upload_head(&addr, 128 << 10).as_bytes())
+                        .unwrap();
                     c.write_all(part_head("content").as_bytes()).unwrap();
                     c.write_all(&chunk).unwrap();
                 }
@@ -424,7 +426,7 @@ fn a_thousand_connections_at_once_leave_others_served_and_memory_bounded() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
     // growth of the peak allowed per 1,000 open connections (measured: about
-    // 55 MB, 200 of them holding 64 KB of upload each)
+    // 55 MB, 200 of them holding 64 KB of upload each; 10,000: 552 MB)
     let bound_mb = 150.0 * (n as f64 / 1000.0).max(1.0);
     raise_fd_limit(n as u64 + 512);
     // the default --max-connections (4096) admits 1,000; a longer run lifts
@@ -465,7 +467,7 @@ fn a_thousand_connections_at_once_leave_others_served_and_memory_bounded() {
     assert_eq!(open, 1, "connections left open after their clients went");
     let (after, _) = s.memory_mb();
     println!(
-        "{n} connections (2/5 idle, 2/5 half a head, 1/5 64 KB of an 8 MB upload) opened in \
+        "{n} connections (2/5 idle, 2/5 half a head, 1/5 64 KB of a 128 KB upload) opened in \
          {:.2} s; meanwhile /healthz in {:.3} s, a 64 px stylize in {:.2} s",
         opened.as_secs_f64(),
         health.as_secs_f64(),
@@ -536,5 +538,50 @@ fn past_max_connections_a_connection_gets_503_and_is_closed_at_once() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(s.metric("adain_connections_refused_total") >= 2);
+    s.assert_no_panic();
+}
+
+#[test]
+fn uploads_past_their_memory_budget_get_503_and_the_budget_comes_back() {
+    // --max-upload 1 MiB x (--queue 1 + --workers 1): 2 MiB of uploads at once
+    let s = Server::start(&["--max-upload", "1MiB", "--queue", "1", "--workers", "1"]);
+    let addr = s.addr();
+    // two uploads announcing 1 MiB each, stalled after 64 KB
+    let stalled: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = connect(&s);
+            c.write_all(upload_head(&addr, 1 << 20).as_bytes()).unwrap();
+            c.write_all(part_head("content").as_bytes()).unwrap();
+            c.write_all(&vec![7u8; 64 << 10]).unwrap();
+            c
+        })
+        .collect();
+    // a third: refused at once, before its body is read
+    let t = Instant::now();
+    let r = loop {
+        let r = s.post("/v1/stylize", &small_form(2));
+        // the stalled two may not have been read yet
+        if r.status != 200 || t.elapsed().as_secs() > 20 {
+            break r;
+        }
+    };
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.error().contains("too many uploads"), "{}", r.error());
+    assert_eq!(r.retry_after.as_deref(), Some("1"));
+    // the stalled ones go: the budget comes back
+    drop(stalled);
+    let t = Instant::now();
+    loop {
+        let r = s.post("/v1/stylize", &small_form(2));
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(
+            t.elapsed().as_secs() < 20,
+            "the upload budget did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     s.assert_no_panic();
 }

@@ -34,7 +34,8 @@ pub struct ServeArgs {
     /// Requests that may wait for a worker; more get 503 with Retry-After.
     #[arg(long, default_value_t = 16)]
     queue: usize,
-    /// Largest request body (e.g. 32MB, 8MiB).
+    /// Largest request body (e.g. 32MB, 8MiB). The uploads being read at
+    /// once may hold this times (--queue + --workers); one more gets 503.
     #[arg(long, default_value = "32MB", value_parser = adain::runtime::parse_size)]
     max_upload: u64,
     /// Refuse pictures whose header declares more pixels than this, before
@@ -125,6 +126,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
         timeout: Duration::from_secs(a.timeout),
         client_timeout: Duration::from_secs(a.client_timeout),
         max_connections: a.max_connections,
+        upload_budget: usize::try_from(a.max_upload)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(a.queue + a.workers.max(1)),
         token,
         cors,
         defaults,

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// The request passed `--timeout` (504).
     #[error("request timed out after {0} s")]
     Timeout(u64),
+    /// The uploads being read already hold their whole budget (503).
+    #[error("server busy: too many uploads in progress, retry in 1 s")]
+    Uploads,
     /// Shutting down: no new work (503).
     #[error("server is shutting down")]
     ShuttingDown,
@@ -50,7 +53,9 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadImage(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Busy(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Busy(_) | ApiError::Uploads | ApiError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -93,6 +98,11 @@ impl IntoResponse for ApiError {
             }
             ApiError::ShuttingDown => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(5u64));
+            }
+            ApiError::Uploads => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+                // the body is not read: this connection is done
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             ApiError::ClientTimeout(_) => {
                 // the rest of the body is not read: this connection is done

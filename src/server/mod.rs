@@ -50,6 +50,11 @@ pub struct Config {
     pub client_timeout: Duration,
     /// Live connections at most (`--max-connections`); more are refused.
     pub max_connections: usize,
+    /// Bytes that the uploads being read may hold together (by their declared
+    /// length; `--max-upload` for one without): `--max-upload` times
+    /// (`--queue` + `--workers`), so that many slow uploads cannot add up to
+    /// `--max-connections` times `--max-upload`. One past it gets 503.
+    pub upload_budget: usize,
     /// Every `/v1` call must bear this token (`--token-file`).
     pub token: Option<String>,
     /// The one origin allowed cross-origin calls (`--cors`); none by default.
@@ -65,6 +70,8 @@ pub struct AppState {
     pub pool: Pool,
     pub metrics: Metrics,
     pub config: Config,
+    /// [`Config::upload_budget`] in KiB.
+    pub uploads: Arc<tokio::sync::Semaphore>,
     /// Becomes `true` when the server starts shutting down (webcam streams end).
     pub shutdown: watch::Receiver<bool>,
     shutdown_tx: watch::Sender<bool>,
@@ -73,7 +80,12 @@ pub struct AppState {
 impl AppState {
     pub fn new(engine: Arc<Engine>, gallery: Gallery, pool: Pool, config: Config) -> AppState {
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let kib = config.upload_budget.max(config.max_upload).div_ceil(1024);
+        let uploads = Arc::new(tokio::sync::Semaphore::new(
+            kib.min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         AppState {
+            uploads,
             engine,
             gallery,
             pool,
@@ -286,6 +298,14 @@ async fn stylize(
     let mp = mp.map_err(|e| {
         ApiError::BadRequest(format!("expected a multipart form: {}", e.body_text()))
     })?;
+    // its share of the budget of uploads being read (held while reading)
+    let max = st.config.max_upload as u64;
+    let kib = declared.unwrap_or(max).min(max).div_ceil(1024).max(1);
+    let _reading = st
+        .uploads
+        .clone()
+        .try_acquire_many_owned(u32::try_from(kib).unwrap_or(u32::MAX))
+        .map_err(|_| ApiError::Uploads)?;
     // the whole form within --client-timeout: a client sending a byte a
     // second does not hold the connection (and its buffers) for long
     let limit = st.config.client_timeout;
