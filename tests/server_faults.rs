@@ -585,3 +585,52 @@ fn uploads_past_their_memory_budget_get_503_and_the_budget_comes_back() {
     }
     s.assert_no_panic();
 }
+
+#[test]
+fn a_client_that_reads_nothing_of_its_answers_is_dropped_after_the_client_timeout() {
+    let s = Server::start(&["--client-timeout", "2"]);
+    // 2,000 pipelined GET /app.js (13 KB each: 26 MB, more than the socket
+    // buffers hold), and not a byte read, with a small receive buffer
+    let mut c = connect(&s);
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let small: libc::c_int = 4096;
+        libc::setsockopt(
+            c.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &small as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    let t = Instant::now();
+    c.write_all(
+        "GET /app.js HTTP/1.1\r\nHost: x\r\n\r\n"
+            .repeat(2000)
+            .as_bytes(),
+    )
+    .unwrap();
+    // the server gives up on it (only the one asking stays open)
+    let open = wait_metric(&s, "adain_connections_open", 1, Duration::from_secs(30));
+    let held = t.elapsed();
+    assert_eq!(
+        open, 1,
+        "a connection whose client reads nothing stayed open"
+    );
+    assert!(s.metric("adain_client_timeouts_total") >= 1);
+    // what the client finds when it reads at last: part of the answers, then the end
+    let e = wait_closed(&mut c, Duration::from_secs(30));
+    assert!(e.closed_after.is_some(), "still open for the client");
+    assert!(
+        e.got.len() < 2000 * 13_000,
+        "got every answer: {} bytes",
+        e.got.len()
+    );
+    println!(
+        "a client reading nothing: dropped by the server after {:.1} s; reading at last it got {:.1} MB, then the end",
+        held.as_secs_f64(),
+        e.got.len() as f64 / 1e6
+    );
+    assert_eq!(s.get("/healthz").status, 200);
+    s.assert_no_panic();
+}

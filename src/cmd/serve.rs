@@ -55,8 +55,9 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 120)]
     timeout: u64,
     /// Seconds a client may take to send a request's headers, and again its
-    /// body; a connection idle that long between requests is closed. A slow
-    /// header gets the connection closed, a slow upload a 408.
+    /// body; a connection idle that long between requests, or whose client
+    /// reads nothing of its answer that long, is closed. A slow header gets
+    /// the connection closed, a slow upload a 408.
     #[arg(long, default_value_t = 30)]
     client_timeout: u64,
     /// Live connections at most (WebSockets included); one more is answered

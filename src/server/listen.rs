@@ -14,16 +14,23 @@
 //! - at most `--max-connections` live connections (a [`Semaphore`]); one more
 //!   is answered a canned 503 if it can be written at once, and closed, never
 //!   queued (`adain_connections_refused_total` in `/metrics`);
+//! - a write that makes no progress for `--client-timeout` (a client that
+//!   does not read its answer) fails, and the connection is closed;
 //! - on shutdown the listener is dropped first, idle connections close,
 //!   requests in flight finish.
 
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tower::Service;
@@ -62,7 +69,7 @@ pub async fn run(
     listener: TcpListener,
     router: Router,
     state: Arc<AppState>,
-    stop: impl std::future::Future<Output = ()>,
+    stop: impl Future<Output = ()>,
 ) {
     let cap = Arc::new(Semaphore::new(state.config.max_connections));
     // `true` once shutting down; each connection task holds a receiver,
@@ -127,7 +134,10 @@ async fn connection(
         .timer(TokioTimer::new())
         .header_read_timeout(client_timeout);
     let conn = builder
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(
+            TokioIo::new(WriteDeadline::new(stream, client_timeout)),
+            service,
+        )
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);
     let mut stopping = false;
@@ -135,7 +145,7 @@ async fn connection(
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
-                    if e.is_timeout() {
+                    if e.is_timeout() || stalled_write(&e) {
                         metrics_state.metrics.client_timeouts.fetch_add(1, Ordering::Relaxed);
                     }
                     tracing::debug!("connection: {e}");
@@ -147,6 +157,93 @@ async fn connection(
                 stopping = true;
             }
         }
+    }
+}
+
+/// A socket whose writes fail once they have made no progress for `limit`:
+/// a client that stops reading cannot hold its connection, and the answer
+/// buffered for it, for longer than that.
+struct WriteDeadline {
+    io: TcpStream,
+    limit: Duration,
+    /// Set while a write is pending; cleared by any progress.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl WriteDeadline {
+    fn new(io: TcpStream, limit: Duration) -> WriteDeadline {
+        WriteDeadline {
+            io,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// `r` from a write: progress clears the deadline; pending starts it (or
+    /// fails once it has passed).
+    fn watch<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match r {
+            Poll::Ready(r) => {
+                self.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let limit = self.limit;
+                let sleep = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client read nothing for --client-timeout",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for WriteDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch(cx, r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch(cx, r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -172,6 +269,20 @@ fn refuse(stream: TcpStream, state: &AppState) {
     if let Ok(s) = stream.into_std() {
         let _ = s.shutdown(std::net::Shutdown::Write);
     }
+}
+
+/// A [`WriteDeadline`] that passed, somewhere in `e`'s sources.
+fn stalled_write(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn is_connection_error(e: &std::io::Error) -> bool {

@@ -29,8 +29,9 @@ pub struct Metrics {
     pub connections_open: AtomicU64,
     /// Connections closed at once because `--max-connections` were open.
     pub connections_refused: AtomicU64,
-    /// Connections closed because their headers did not arrive within
-    /// `--client-timeout` (slow bodies are 408 answers, counted by status).
+    /// Connections closed because their headers did not arrive, or their
+    /// answer was not read, within `--client-timeout` (slow bodies are 408
+    /// answers, counted by status).
     pub client_timeouts: AtomicU64,
 }
 
@@ -134,7 +135,7 @@ impl Metrics {
         counter(
             &mut o,
             "adain_client_timeouts_total",
-            "Connections closed because the headers did not arrive within --client-timeout.",
+            "Connections closed because headers did not arrive, or the answer was not read, within --client-timeout.",
             self.client_timeouts.load(Ordering::Relaxed),
         );
         o
