@@ -482,6 +482,36 @@ fn a_thousand_connections_at_once_leave_others_served_and_memory_bounded() {
         "peak grew by {:.0} MB with {n} connections (bound {bound_mb} MB)",
         hwm - hwm0.max(before)
     );
+    // more rounds (3, or ADAIN_FAULT_ROUNDS) reuse that memory (freed pages stay resident, so RSS
+    // does not drop; the peak must not climb round after round as a leak would)
+    let rounds: usize = std::env::var("ADAIN_FAULT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(3);
+    let mut peaks = vec![hwm];
+    for _ in 1..rounds {
+        let conns = many(&s, n);
+        let open = wait_metric(
+            &s,
+            "adain_connections_open",
+            n as u64 + 1,
+            Duration::from_secs(60),
+        );
+        assert_eq!(open, n as u64 + 1);
+        drop(conns);
+        assert_eq!(
+            wait_metric(&s, "adain_connections_open", 1, Duration::from_secs(30)),
+            1
+        );
+        peaks.push(s.memory_mb().1);
+    }
+    println!("peak after each of {rounds} rounds of {n}: {peaks:.0?} MB");
+    let first = hwm - hwm0.max(before);
+    assert!(
+        peaks[rounds - 1] - peaks[rounds - 2] < 0.5 * first + 20.0,
+        "the peak climbs round after round: {peaks:.0?} MB"
+    );
     s.assert_no_panic();
 }
 
