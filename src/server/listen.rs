@@ -2,10 +2,11 @@
 //! timer, so that no client holds the server by being slow or by being many.
 //!
 //! `axum::serve` (0.8) builds hyper-util's `auto::Builder` without a timer:
-//! hyper's `header_read_timeout` is then off (hyper only warns "has default,
-//! but no timer set"), the auto builder's version sniffing waits for a first
-//! byte forever, idle keep-alive connections stay open for good, and every
-//! accepted connection gets a task with no cap. Here:
+//! hyper's default `header_read_timeout` of 30 s needs one and is skipped
+//! without it (`Time::check`: "has default, but no timer set"), the auto
+//! builder's version sniffing waits for a first byte with no deadline, idle
+//! keep-alive connections stay open for good, no write has a deadline, and
+//! every accepted connection gets a task with no cap. Here:
 //! - headers must arrive within `--client-timeout` of the connection or of the
 //!   previous response (hyper's `header_read_timeout` with a [`TokioTimer`]):
 //!   a silent, slow or idle keep-alive connection is closed after it;
