@@ -147,13 +147,13 @@ fn raise_fd_limit(want: u64) {
             rlim_max: 0,
         };
         assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut l), 0);
-        if (l.rlim_cur as u64) < want {
+        if l.rlim_cur < want {
             l.rlim_cur = (want as libc::rlim_t).min(l.rlim_max);
             libc::setrlimit(libc::RLIMIT_NOFILE, &l);
         }
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
         assert!(
-            l.rlim_cur as u64 >= want,
+            l.rlim_cur >= want,
             "this test needs {want} file descriptors; ulimit -n is {}",
             l.rlim_cur
         );

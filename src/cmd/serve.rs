@@ -195,7 +195,7 @@ fn raise_fd_limit(max_connections: usize) {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
             return;
         }
-        if (l.rlim_cur as u64) < want {
+        if l.rlim_cur < want {
             let raised = libc::rlimit {
                 rlim_cur: (want as libc::rlim_t).min(l.rlim_max),
                 rlim_max: l.rlim_max,
@@ -205,7 +205,7 @@ fn raise_fd_limit(max_connections: usize) {
             }
         }
     }
-    if (l.rlim_cur as u64) < want {
+    if l.rlim_cur < want {
         tracing::warn!(
             "--max-connections {max_connections}: only {} file descriptors allowed (ulimit -n); \
              connections past that fail to be accepted",

@@ -257,7 +257,7 @@ fn refuse(stream: TcpStream, state: &AppState) {
         .metrics
         .connections_refused
         .fetch_add(1, Ordering::Relaxed);
-    if n % 1000 == 0 {
+    if n.is_multiple_of(1000) {
         tracing::warn!(
             "--max-connections {} reached: refusing connections ({} so far)",
             state.config.max_connections,
