@@ -34,7 +34,8 @@ pub struct ServeArgs {
     /// Requests that may wait for a worker; more get 503 with Retry-After.
     #[arg(long, default_value_t = 16)]
     queue: usize,
-    /// Largest request body (e.g. 32MB, 8MiB).
+    /// Largest request body (e.g. 32MB, 8MiB). The uploads being read at
+    /// once may hold this times (--queue + --workers); one more gets 503.
     #[arg(long, default_value = "32MB", value_parser = adain::runtime::parse_size)]
     max_upload: u64,
     /// Refuse pictures whose header declares more pixels than this, before
@@ -53,6 +54,17 @@ pub struct ServeArgs {
     /// Per-request limit in seconds, queue wait included (504 after it).
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// Seconds a client may take to send a request's headers, and again its
+    /// body; a connection idle that long between requests, or whose client
+    /// reads nothing of its answer that long, is closed. A slow header gets
+    /// the connection closed, a slow upload a 408.
+    #[arg(long, default_value_t = 30)]
+    client_timeout: u64,
+    /// Live connections at most (WebSockets included); one more is answered
+    /// 503 (if its socket takes it at once) and closed, never queued, and
+    /// counted in /metrics as adain_connections_refused_total.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
     /// Default shorter side of the styles (gallery styles are prepared at it).
     #[arg(long, default_value_t = 512)]
     style_size: u32,
@@ -64,6 +76,13 @@ pub fn run(a: ServeArgs) -> Result<()> {
     if a.timeout == 0 {
         bail!("--timeout 0: must be at least 1 second");
     }
+    if a.client_timeout == 0 {
+        bail!("--client-timeout 0: must be at least 1 second");
+    }
+    if a.max_connections == 0 {
+        bail!("--max-connections 0: must be at least 1");
+    }
+    raise_fd_limit(a.max_connections);
     let token = match &a.token_file {
         Some(f) => {
             let t = std::fs::read_to_string(f)
@@ -106,6 +125,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let config = Config {
         max_upload: usize::try_from(a.max_upload).unwrap_or(usize::MAX),
         timeout: Duration::from_secs(a.timeout),
+        client_timeout: Duration::from_secs(a.client_timeout),
+        max_connections: a.max_connections,
+        upload_budget: usize::try_from(a.max_upload)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(a.queue + a.workers.max(1)),
         token,
         cors,
         defaults,
@@ -124,9 +148,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
         let addr = SocketAddr::new(a.host, a.port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+        let listener = listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
         // tests and scripts read this line for the port
         println!("listening on http://{local}");
@@ -144,6 +166,52 @@ pub fn run(a: ServeArgs) -> Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// A listener with a backlog of 4096 (the kernel caps it at somaxconn), not
+/// tokio's 1024: a burst of connections waits in the kernel's queue instead
+/// of having its SYNs dropped and retried a second later.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let s = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(4096)
+}
+
+/// Each connection is a file descriptor: lifts the soft limit towards the
+/// hard one so that `--max-connections` can be reached (the weights, the
+/// gallery and the runtime need some more), and says so when it cannot.
+fn raise_fd_limit(max_connections: usize) {
+    let want = max_connections as u64 + 256;
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+            return;
+        }
+        if l.rlim_cur < want {
+            let raised = libc::rlimit {
+                rlim_cur: (want as libc::rlim_t).min(l.rlim_max),
+                rlim_max: l.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                l = raised;
+            }
+        }
+    }
+    if l.rlim_cur < want {
+        tracing::warn!(
+            "--max-connections {max_connections}: only {} file descriptors allowed (ulimit -n); \
+             connections past that fail to be accepted",
+            l.rlim_cur
+        );
+    }
 }
 
 /// Ctrl-C or SIGTERM.

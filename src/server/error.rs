@@ -28,9 +28,15 @@ pub enum ApiError {
     /// Every worker busy and the queue full (503), with the seconds to wait.
     #[error("server busy: the queue is full, retry in {0} s")]
     Busy(u64),
+    /// The client did not send its form within `--client-timeout` (408).
+    #[error("the request body did not arrive within {0} s (--client-timeout)")]
+    ClientTimeout(u64),
     /// The request passed `--timeout` (504).
     #[error("request timed out after {0} s")]
     Timeout(u64),
+    /// The uploads being read already hold their whole budget (503).
+    #[error("server busy: too many uploads in progress, retry in 1 s")]
+    Uploads,
     /// Shutting down: no new work (503).
     #[error("server is shutting down")]
     ShuttingDown,
@@ -47,8 +53,11 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadImage(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Busy(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Busy(_) | ApiError::Uploads | ApiError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -89,6 +98,15 @@ impl IntoResponse for ApiError {
             }
             ApiError::ShuttingDown => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(5u64));
+            }
+            ApiError::Uploads => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+                // the body is not read: this connection is done
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            ApiError::ClientTimeout(_) => {
+                // the rest of the body is not read: this connection is done
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             ApiError::Unauthorized => {
                 h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -25,6 +25,14 @@ pub struct Metrics {
     pub images: AtomicU64,
     /// Webcam frames stylized.
     pub frames: AtomicU64,
+    /// Connections open now (WebSockets included).
+    pub connections_open: AtomicU64,
+    /// Connections closed at once because `--max-connections` were open.
+    pub connections_refused: AtomicU64,
+    /// Connections closed because their headers did not arrive, or their
+    /// answer was not read, within `--client-timeout` (slow bodies are 408
+    /// answers, counted by status).
+    pub client_timeouts: AtomicU64,
 }
 
 impl Metrics {
@@ -111,6 +119,24 @@ impl Metrics {
             "adain_jobs_skipped_total",
             "Queued jobs dropped because the client had gone.",
             load.skipped.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut o,
+            "adain_connections_open",
+            "Connections open (WebSockets included).",
+            self.connections_open.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut o,
+            "adain_connections_refused_total",
+            "Connections closed at once because --max-connections were open.",
+            self.connections_refused.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut o,
+            "adain_client_timeouts_total",
+            "Connections closed because headers did not arrive, or the answer was not read, within --client-timeout.",
+            self.client_timeouts.load(Ordering::Relaxed),
         );
         o
     }

@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod gallery;
+pub mod listen;
 pub mod metrics;
 pub mod page;
 pub mod pool;
@@ -44,6 +45,16 @@ pub struct Config {
     pub max_upload: usize,
     /// Per-request limit, queue wait included (`--timeout`).
     pub timeout: Duration,
+    /// Time a client has to send a request's headers, and then its body
+    /// (`--client-timeout`); an idle keep-alive connection is closed after it.
+    pub client_timeout: Duration,
+    /// Live connections at most (`--max-connections`); more are refused.
+    pub max_connections: usize,
+    /// Bytes that the uploads being read may hold together (by their declared
+    /// length; `--max-upload` for one without): `--max-upload` times
+    /// (`--queue` + `--workers`), so that many slow uploads cannot add up to
+    /// `--max-connections` times `--max-upload`. One past it gets 503.
+    pub upload_budget: usize,
     /// Every `/v1` call must bear this token (`--token-file`).
     pub token: Option<String>,
     /// The one origin allowed cross-origin calls (`--cors`); none by default.
@@ -59,6 +70,8 @@ pub struct AppState {
     pub pool: Pool,
     pub metrics: Metrics,
     pub config: Config,
+    /// [`Config::upload_budget`] in KiB.
+    pub uploads: Arc<tokio::sync::Semaphore>,
     /// Becomes `true` when the server starts shutting down (webcam streams end).
     pub shutdown: watch::Receiver<bool>,
     shutdown_tx: watch::Sender<bool>,
@@ -67,7 +80,12 @@ pub struct AppState {
 impl AppState {
     pub fn new(engine: Arc<Engine>, gallery: Gallery, pool: Pool, config: Config) -> AppState {
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let kib = config.upload_budget.max(config.max_upload).div_ceil(1024);
+        let uploads = Arc::new(tokio::sync::Semaphore::new(
+            kib.min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         AppState {
+            uploads,
             engine,
             gallery,
             pool,
@@ -120,19 +138,20 @@ pub fn app(state: Arc<AppState>) -> Router {
 
 /// Serves `app` on `listener` until `signal` resolves; then refuses new
 /// connections, lets requests in flight finish, and stops the workers.
+/// Connections are bounded in number and in how slowly a client may send
+/// (see [`listen`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let st = state.clone();
-    axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(async move {
-            signal.await;
-            tracing::info!("shutting down: finishing requests in flight");
-            let _ = st.shutdown_tx.send(true);
-        })
-        .await?;
+    listen::run(listener, app(state.clone()), state.clone(), async move {
+        signal.await;
+        tracing::info!("shutting down: finishing requests in flight");
+        let _ = st.shutdown_tx.send(true);
+    })
+    .await;
     // the workers finish queued jobs (their requesters are gone by now) and stop
     let st = state.clone();
     let _ = tokio::task::spawn_blocking(move || st.pool.close()).await;
@@ -279,7 +298,20 @@ async fn stylize(
     let mp = mp.map_err(|e| {
         ApiError::BadRequest(format!("expected a multipart form: {}", e.body_text()))
     })?;
-    let form = stylize::Form::read(mp, &st).await?;
+    // its share of the budget of uploads being read (held while reading)
+    let max = st.config.max_upload as u64;
+    let kib = declared.unwrap_or(max).min(max).div_ceil(1024).max(1);
+    let _reading = st
+        .uploads
+        .clone()
+        .try_acquire_many_owned(u32::try_from(kib).unwrap_or(u32::MAX))
+        .map_err(|_| ApiError::Uploads)?;
+    // the whole form within --client-timeout: a client sending a byte a
+    // second does not hold the connection (and its buffers) for long
+    let limit = st.config.client_timeout;
+    let form = tokio::time::timeout(limit, stylize::Form::read(mp, &st))
+        .await
+        .map_err(|_| ApiError::ClientTimeout(limit.as_secs()))??;
     let format = form.format;
     let engine = st.engine.clone();
     let rx = st.pool.submit(move || form.run(&engine))?;
@@ -312,6 +344,7 @@ async fn stylize(
 async fn webcam(
     State(st): State<Arc<AppState>>,
     Query(q): Query<Vec<(String, String)>>,
+    conn: Option<axum::Extension<listen::LiveConnection>>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let stream = webcam::Stream::from_query(&st, &q)?;
@@ -319,7 +352,11 @@ async fn webcam(
     Ok(ws
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| webcam::run(socket, st, stream)))
+        .on_upgrade(move |socket| async move {
+            // the stream counts as a live connection until it ends
+            let _conn = conn;
+            webcam::run(socket, st, stream).await
+        }))
 }
 
 #[cfg(test)]

@@ -26,6 +26,11 @@ impl Server {
     /// `adain serve --port 0` with the shipped weights and `args`; waits for
     /// the address it prints.
     pub fn start(args: &[&str]) -> Server {
+        Server::start_env(args, &[])
+    }
+
+    /// [`Server::start`] with environment variables (e.g. `RUST_LOG`).
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("server.log");
         let (vgg, decoder) = weights();
@@ -36,6 +41,7 @@ impl Server {
             .arg("--decoder")
             .arg(&decoder)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -70,6 +76,42 @@ impl Server {
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `host:port`, for bare sockets.
+    pub fn addr(&self) -> String {
+        self.url.trim_start_matches("http://").to_owned()
+    }
+
+    /// The server's resident memory now and at its peak (VmRSS, VmHWM), in MB.
+    pub fn memory_mb(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc/PID/status");
+        let kb = |key: &str| -> f64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no {key} in /proc/PID/status"))
+        };
+        (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
+    }
+
+    /// One unlabelled value from `/metrics`.
+    pub fn metric(&self, name: &str) -> u64 {
+        let m = self.get("/metrics").text();
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in /metrics: {m}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Fails the test if the server's log shows a panic.
+    pub fn assert_no_panic(&self) {
+        let log = self.stderr();
+        assert!(!log.contains("panicked"), "the server panicked: {log}");
     }
 
     pub fn get(&self, path: &str) -> Reply {
