@@ -586,15 +586,21 @@ fn uploads_past_their_memory_budget_get_503_and_the_budget_comes_back() {
             c
         })
         .collect();
-    // a third: refused at once, before its body is read
+    // the two hold the whole budget once their handlers run (the gauge says
+    // when: under load that can take a while, and a request sent before it
+    // would rightly be served)
     let t = Instant::now();
-    let r = loop {
-        let r = s.post("/v1/stylize", &small_form(2));
-        // the stalled two may not have been read yet
-        if r.status != 200 || t.elapsed().as_secs() > 20 {
-            break r;
-        }
-    };
+    while s.metric("adain_upload_budget_held_bytes") < 2 << 20 {
+        assert!(
+            t.elapsed().as_secs() < 20,
+            "the stalled uploads hold {} bytes of the budget after 20 s (connections open: {})",
+            s.metric("adain_upload_budget_held_bytes"),
+            s.metric("adain_connections_open")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // a third: refused at once, before its body is read
+    let r = s.post("/v1/stylize", &small_form(2));
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.error().contains("too many uploads"), "{}", r.error());
     assert_eq!(r.retry_after.as_deref(), Some("1"));

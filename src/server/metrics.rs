@@ -56,8 +56,9 @@ impl Metrics {
         }
     }
 
-    /// The text `/metrics` serves.
-    pub fn render(&self, load: &Load, workers: usize) -> String {
+    /// The text `/metrics` serves; `uploads_held` is the part of the upload
+    /// budget the uploads being read hold now (bytes).
+    pub fn render(&self, load: &Load, workers: usize, uploads_held: u64) -> String {
         let mut o = String::new();
         o.push_str(
             "# HELP adain_http_requests_total HTTP requests answered, by route and status.\n",
@@ -119,6 +120,12 @@ impl Metrics {
             "adain_jobs_skipped_total",
             "Queued jobs dropped because the client had gone.",
             load.skipped.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut o,
+            "adain_upload_budget_held_bytes",
+            "Upload budget held by the uploads being read (by declared length).",
+            uploads_held,
         );
         gauge(
             &mut o,

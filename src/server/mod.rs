@@ -72,6 +72,8 @@ pub struct AppState {
     pub config: Config,
     /// [`Config::upload_budget`] in KiB.
     pub uploads: Arc<tokio::sync::Semaphore>,
+    /// The permits `uploads` started with (KiB).
+    pub uploads_total: usize,
     /// Becomes `true` when the server starts shutting down (webcam streams end).
     pub shutdown: watch::Receiver<bool>,
     shutdown_tx: watch::Sender<bool>,
@@ -81,11 +83,11 @@ impl AppState {
     pub fn new(engine: Arc<Engine>, gallery: Gallery, pool: Pool, config: Config) -> AppState {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let kib = config.upload_budget.max(config.max_upload).div_ceil(1024);
-        let uploads = Arc::new(tokio::sync::Semaphore::new(
-            kib.min(tokio::sync::Semaphore::MAX_PERMITS),
-        ));
+        let uploads_total = kib.min(tokio::sync::Semaphore::MAX_PERMITS);
+        let uploads = Arc::new(tokio::sync::Semaphore::new(uploads_total));
         AppState {
             uploads,
+            uploads_total,
             engine,
             gallery,
             pool,
@@ -251,7 +253,11 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
 async fn metrics_text(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(&st.pool.load, st.pool.workers()),
+        st.metrics.render(
+            &st.pool.load,
+            st.pool.workers(),
+            (st.uploads_total - st.uploads.available_permits()) as u64 * 1024,
+        ),
     )
 }
 
