@@ -1,0 +1,99 @@
+//! Replays the fuzzing corpus (tests/fuzz/corpus/<target>/, minimized) and
+//! every input a fuzzer found a bug with (tests/fuzz/regressions/<target>/)
+//! through the fuzz targets' own entry functions, so a fixed crash, hang or
+//! allocation blow-up stays fixed in the normal test suite. scripts/fuzz.sh
+//! runs the fuzzers themselves.
+
+#![allow(unexpected_cfgs)] // cfg(fuzzing): set by cargo-fuzz only
+
+#[allow(dead_code)]
+#[path = "fuzz/src/lib.rs"]
+mod fuzz;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Any one input taking longer than this is a failure (libFuzzer's
+/// `-timeout` in scripts/fuzz.sh is 10 s; a replay in a debug-free test
+/// build should be far below it).
+const SLOW: Duration = Duration::from_secs(10);
+
+fn replay(target: &str, entry: fn(&[u8])) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz");
+    let mut files = Vec::new();
+    for kind in ["corpus", "regressions"] {
+        let dir = root.join(kind).join(target);
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            files.extend(rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()));
+        }
+    }
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "tests/fuzz/corpus/{target}: no inputs (scripts/fuzz.sh makes them)"
+    );
+    let mut failed = Vec::new();
+    for f in &files {
+        let data = std::fs::read(f).unwrap();
+        let t = Instant::now();
+        let ok = std::panic::catch_unwind(|| entry(&data)).is_ok();
+        let took = t.elapsed();
+        if !ok {
+            failed.push(format!("{}: panicked", f.display()));
+        } else if took > SLOW {
+            failed.push(format!("{}: took {took:?}", f.display()));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{target}: {} of {} inputs failed:\n{}",
+        failed.len(),
+        files.len(),
+        failed.join("\n")
+    );
+}
+
+#[test]
+fn image() {
+    replay("image", fuzz::image);
+}
+
+#[test]
+fn mask() {
+    replay("mask", fuzz::mask);
+}
+
+#[test]
+fn weights() {
+    replay("weights", fuzz::weights);
+}
+
+#[test]
+fn pth() {
+    replay("pth", fuzz::pth);
+}
+
+#[test]
+fn config() {
+    replay("config", fuzz::config);
+}
+
+#[test]
+fn checkpoint() {
+    replay("checkpoint", fuzz::checkpoint);
+}
+
+#[test]
+fn server_form() {
+    replay("server_form", fuzz::server_form);
+}
+
+#[test]
+fn webcam_query() {
+    replay("webcam_query", fuzz::webcam_query);
+}
+
+#[test]
+fn probe() {
+    replay("probe", fuzz::probe);
+}
