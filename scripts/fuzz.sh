@@ -87,16 +87,18 @@ for t in "${TARGETS[@]}"; do
     ts=$(date +%s)
     "${FUZZ[@]}" run "${BUILD_FLAGS[@]}" "$t" "$corpus" -- "${args[@]}" >"$log" 2>&1 || rc=$?
     secs=$(($(date +%s) - ts))
-    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -1 | awk '{print $2}')
-    [ -z "$execs" ] && execs=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')
+    # what libFuzzer printed last (absent pieces are blank, not an error)
+    last() { { grep -o "$1" "$log" || true; } | tail -1 | awk '{print $NF}'; }
+    execs=$(last 'stat::number_of_executed_units: *[0-9]*')
+    [ -z "$execs" ] && execs=$(last '^#[0-9]*' | tr -d '#')
     execs=${execs:-0}
-    rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | tail -1 | awk '{print $2}')
-    rss=$(grep -o 'stat::peak_rss_mb: *[0-9]*' "$log" | tail -1 | awk '{print $2}')
-    cov=$(grep -o 'cov: [0-9]* ft: [0-9]*' "$log" | tail -1 | sed 's/cov: //; s/ ft: /\//')
+    rate=$(last 'stat::average_exec_per_sec: *[0-9]*')
+    rss=$(last 'stat::peak_rss_mb: *[0-9]*')
+    cov=$({ grep -o 'cov: [0-9]* ft: [0-9]*' "$log" || true; } | tail -1 | sed 's/cov: //; s/ ft: /\//')
     # findings of this run: libFuzzer names them crash-/timeout-/oom-; the
     # allocator cap (an abort) is a crash file, counted as an OOM here
     crashes=0; timeouts=0; ooms=0
-    for f in $(ls "$art" | tail -n +$((before + 1))); do
+    for f in $(ls "$art" | tail -n +$((before + 1)) || true); do
         case "$f" in
             crash-*) if grep -q 'allocation cap exceeded' "$log"; then ooms=$((ooms + 1)); else crashes=$((crashes + 1)); fi ;;
             timeout-*) timeouts=$((timeouts + 1)) ;;

@@ -97,3 +97,27 @@ fn webcam_query() {
 fn probe() {
     replay("probe", fuzz::probe);
 }
+
+/// Each .pth a fuzzer (or a reader of candle's unpickler) found a bug with
+/// is now refused with one line naming the file; the fixtures still read.
+#[test]
+fn pth_regressions_are_one_line_errors() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("tests/fuzz/regressions/pth");
+    let mut n = 0;
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let f = f.unwrap().path();
+        let e = match adain::weights::read_pth(&f) {
+            Ok(t) => panic!("{}: read {} tensors, expected an error", f.display(), t.len()),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(!e.contains('\n'), "{}: a multi-line error: {e}", f.display());
+        assert!(e.contains(&f.display().to_string()), "{}: the error does not name it: {e}", f.display());
+        n += 1;
+    }
+    assert!(n > 0);
+    for f in ["small_zip.pth", "small_legacy.pth", "wrapped_zip.pth"] {
+        let t = adain::weights::read_pth(&root.join("tests/fixtures/pth").join(f)).unwrap();
+        assert!(!t.is_empty(), "{f}");
+    }
+}
