@@ -24,7 +24,10 @@ fn replay(target: &str, entry: fn(&[u8])) {
     for kind in ["corpus", "regressions"] {
         let dir = root.join(kind).join(target);
         if let Ok(rd) = std::fs::read_dir(&dir) {
-            files.extend(rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()));
+            files.extend(
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.is_file()),
+            );
         }
     }
     files.sort();
@@ -44,6 +47,7 @@ fn replay(target: &str, entry: fn(&[u8])) {
             failed.push(format!("{}: took {took:?}", f.display()));
         }
     }
+    eprintln!("{target}: {} inputs replayed", files.len());
     assert!(
         failed.is_empty(),
         "{target}: {} of {} inputs failed:\n{}",
@@ -108,11 +112,23 @@ fn pth_regressions_are_one_line_errors() {
     for f in std::fs::read_dir(&dir).unwrap() {
         let f = f.unwrap().path();
         let e = match adain::weights::read_pth(&f) {
-            Ok(t) => panic!("{}: read {} tensors, expected an error", f.display(), t.len()),
+            Ok(t) => panic!(
+                "{}: read {} tensors, expected an error",
+                f.display(),
+                t.len()
+            ),
             Err(e) => format!("{e:#}"),
         };
-        assert!(!e.contains('\n'), "{}: a multi-line error: {e}", f.display());
-        assert!(e.contains(&f.display().to_string()), "{}: the error does not name it: {e}", f.display());
+        assert!(
+            !e.contains('\n'),
+            "{}: a multi-line error: {e}",
+            f.display()
+        );
+        assert!(
+            e.contains(&f.display().to_string()),
+            "{}: the error does not name it: {e}",
+            f.display()
+        );
         n += 1;
     }
     assert!(n > 0);

@@ -430,13 +430,15 @@ pub fn read_pth(path: &Path) -> Result<Vec<(String, Tensor)>> {
         // candle allocates the declared shape before reading: the data must
         // be in the file (the archive is stored, never compressed)
         let info = &pth.tensor_infos()[&name];
-        let bytes = tensor_bytes(info.layout.dims(), info.dtype)
+        tensor_bytes(info.layout.dims(), info.dtype)
             .and_then(|n| n.checked_add(info.layout.start_offset() as u64))
             .filter(|&n| n <= file_len)
             .ok_or_else(|| {
-                anyhow!("{p}: tensor `{name}` declares a shape {:?} larger than the file", info.layout.dims())
+                anyhow!(
+                    "{p}: tensor `{name}` declares a shape {:?} larger than the file",
+                    info.layout.dims()
+                )
             })?;
-        let _ = bytes;
         let t = pth
             .get(&name)
             .map_err(|e| anyhow!("{p}: tensor `{name}`: {e}"))?
@@ -454,8 +456,9 @@ pub fn read_pth(path: &Path) -> Result<Vec<(String, Tensor)>> {
 
 /// Bytes of a tensor of `dims` and `dtype`; `None` when that overflows.
 fn tensor_bytes(dims: &[usize], dtype: DType) -> Option<u64> {
-    dims.iter()
-        .try_fold(dtype.size_in_bytes() as u64, |n, &d| n.checked_mul(d as u64))
+    dims.iter().try_fold(dtype.size_in_bytes() as u64, |n, &d| {
+        n.checked_mul(d as u64)
+    })
 }
 
 /// Whether candle's `into_tensor_info` can take a state dict's value apart
@@ -485,7 +488,12 @@ fn rebuild_ok(o: &candle_core::pickle::Object) -> bool {
         }
     } else if is(callable, "torch._utils", "_rebuild_parameter") {
         match tuple(args) {
-            Some([Object::Reduce { callable: c, args: a }, ..]) => (callable, args) = (c, a),
+            Some(
+                [Object::Reduce {
+                    callable: c,
+                    args: a,
+                }, ..],
+            ) => (callable, args) = (c, a),
             Some([]) => return false,
             _ => return true,
         }
@@ -543,9 +551,9 @@ fn check_pickle(b: &[u8]) -> std::result::Result<(), String> {
                 return Ok(());
             };
             let items: Vec<(u64, u32)> = stack.drain(m..).flatten().collect();
-            items
-                .iter()
-                .fold((0u64, 0u32), |(c, d), &(c2, d2)| (c.saturating_add(c2), d.max(d2)))
+            items.iter().fold((0u64, 0u32), |(c, d), &(c2, d2)| {
+                (c.saturating_add(c2), d.max(d2))
+            })
         }};
     }
     let push = |stack: &mut Vec<Option<(u64, u32)>>, work: &mut u64, cost: u64, depth: u32| {
@@ -554,7 +562,10 @@ fn check_pickle(b: &[u8]) -> std::result::Result<(), String> {
     };
     loop {
         if work > PICKLE_MAX_WORK {
-            return Err(format!("objects of more than {} MiB", PICKLE_MAX_WORK >> 20));
+            return Err(format!(
+                "objects of more than {} MiB",
+                PICKLE_MAX_WORK >> 20
+            ));
         }
         if let Some(Some((_, d))) = stack.last() {
             if *d > PICKLE_MAX_DEPTH {
@@ -574,7 +585,10 @@ fn check_pickle(b: &[u8]) -> std::result::Result<(), String> {
                 let mut n = 0u64;
                 for _ in 0..2 {
                     let rest = &b[i.min(b.len())..];
-                    let len = rest.iter().position(|&c| c == b'\n').map_or(rest.len(), |p| p + 1);
+                    let len = rest
+                        .iter()
+                        .position(|&c| c == b'\n')
+                        .map_or(rest.len(), |p| p + 1);
                     i += len;
                     n += len as u64;
                 }

@@ -12,11 +12,11 @@
 // included as they are (they use only std, anyhow, serde, toml, tracing,
 // candle and adain).
 #[allow(dead_code)]
-#[path = "../../../train/config.rs"]
-pub mod config_rs;
-#[allow(dead_code)]
 #[path = "../../../train/checkpoint.rs"]
 pub mod checkpoint_rs;
+#[allow(dead_code)]
+#[path = "../../../train/config.rs"]
+pub mod config_rs;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -134,12 +134,11 @@ fn scratch() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let shm = Path::new("/dev/shm");
-        let b = tempfile::Builder::new().prefix("adain-fuzz-").tempdir_in(if shm.is_dir() {
-            shm
-        } else {
-            Path::new("/tmp")
-        });
-        b.or_else(|_| tempfile::tempdir()).expect("a scratch directory")
+        let b = tempfile::Builder::new()
+            .prefix("adain-fuzz-")
+            .tempdir_in(if shm.is_dir() { shm } else { Path::new("/tmp") });
+        b.or_else(|_| tempfile::tempdir())
+            .expect("a scratch directory")
     })
     .path()
 }
@@ -151,7 +150,8 @@ fn thread_dir() -> PathBuf {
     D.with(|d| {
         d.borrow_mut()
             .get_or_insert_with(|| {
-                let p = scratch().join(format!("{:?}", std::thread::current().id()).replace(['(', ')'], ""));
+                let p = scratch()
+                    .join(format!("{:?}", std::thread::current().id()).replace(['(', ')'], ""));
                 std::fs::create_dir_all(&p).expect("a thread directory");
                 p
             })
@@ -234,8 +234,9 @@ fn adam() -> &'static Mutex<(Vec<(String, candle_core::Var)>, adain::optim::Adam
         let params: Vec<(String, candle_core::Var)> = adain::Decoder::tensor_shapes()
             .into_iter()
             .map(|(k, s)| {
-                let v = candle_core::Var::zeros(s, candle_core::DType::F32, &candle_core::Device::Cpu)
-                    .expect("a variable");
+                let v =
+                    candle_core::Var::zeros(s, candle_core::DType::F32, &candle_core::Device::Cpu)
+                        .expect("a variable");
                 (k, v)
             })
             .collect();
@@ -346,7 +347,8 @@ pub fn webcam_query(data: &[u8]) {
     let Ok(uri) = format!("/v1/webcam?{q}").parse::<axum::http::Uri>() else {
         return;
     };
-    let Ok(axum::extract::Query(q)) = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri)
+    let Ok(axum::extract::Query(q)) =
+        axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri)
     else {
         return;
     };
