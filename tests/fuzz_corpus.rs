@@ -137,3 +137,46 @@ fn pth_regressions_are_one_line_errors() {
         assert!(!t.is_empty(), "{f}");
     }
 }
+
+/// A client's `style_size`/`content_size` cannot make the server resize a
+/// picture past `--max-pixels` (a 40x24 upload at style_size=100000 asked
+/// for 166666x100000 floats): a one-line error instead.
+#[test]
+fn huge_working_sizes_are_refused() {
+    use adain::engine::{Job, Request, Settings};
+    let (_, st) = fuzz::server();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(root.join("tests/fixtures/images/palette.png")).unwrap();
+    let settings = Settings {
+        style_size: 100_000,
+        limits: st.config.defaults.limits,
+        ..Settings::default()
+    };
+    let e = format!(
+        "{:#}",
+        st.engine
+            .style_bytes(&bytes, "s.png", &settings)
+            .err()
+            .unwrap()
+    );
+    assert!(e.contains("--style-size") && !e.contains('\n'), "{e}");
+    let content = adain::image_io::open_bytes(&bytes, "c.png", fuzz::MAX_PIXELS).unwrap();
+    let style = st
+        .engine
+        .style_bytes(&bytes, "s.png", &st.config.defaults)
+        .unwrap();
+    let settings = Settings {
+        content_size: 100_000,
+        ..st.config.defaults.clone()
+    };
+    let r = Request {
+        content: &content,
+        content_name: "c.png",
+        styles: &[style],
+        job: &Job::Single(0),
+        masks: &[],
+        settings: &settings,
+    };
+    let e = format!("{:#}", st.engine.stylize(&r, &mut |_| {}).err().unwrap());
+    assert!(e.contains("--content-size") && !e.contains('\n'), "{e}");
+}

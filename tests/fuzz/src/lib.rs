@@ -275,7 +275,7 @@ pub fn checkpoint(data: &[u8]) {
 
 /// A server with the shipped weights and a gallery of the two fixture
 /// images (ids `cmyk` and `palette`), made once; and a runtime to read with.
-fn server() -> &'static (tokio::runtime::Runtime, AppState) {
+pub fn server() -> &'static (tokio::runtime::Runtime, AppState) {
     static S: OnceLock<(tokio::runtime::Runtime, AppState)> = OnceLock::new();
     S.get_or_init(|| {
         let root = repo();
