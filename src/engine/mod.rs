@@ -208,6 +208,8 @@ impl Engine {
     fn style_of(&self, src: Source, name: &str, settings: &Settings) -> Result<Style> {
         let with_stats = settings.color == ColorMode::None;
         image_io::check_min_side(Path::new(name), src.width(), src.height())?;
+        let size = image_io::shorter_side_size(src.width(), src.height(), settings.style_size);
+        check_working_size("style", size, &settings.limits)?;
         let pic = src.to_picture();
         drop(src);
         let img = image_io::prepare(&pic, settings.style_size, settings.crop);
@@ -269,6 +271,7 @@ impl Engine {
             (Net::Adain(m), _) => m,
         };
         let (w, h) = image_io::shorter_side_size(cw, ch, settings.content_size);
+        check_working_size("content", (w, h), &settings.limits)?;
         let (ww, wh) = if settings.crop {
             (w.min(h), w.min(h))
         } else {
@@ -372,6 +375,8 @@ impl Engine {
         settings: &Settings,
     ) -> Result<RgbImage> {
         let (cw, ch) = (content.width(), content.height());
+        let size = image_io::shorter_side_size(cw, ch, settings.content_size);
+        check_working_size("content", size, &settings.limits)?;
         let pic = content.to_picture();
         let t = image_io::to_tensor(
             &image_io::prepare(&pic, settings.content_size, settings.crop),
@@ -474,6 +479,23 @@ pub fn binary_masks(
         })
         .collect::<Result<_>>()?;
     split_masks(masks, n_styles, &content.display().to_string(), size)
+}
+
+/// The picture resized to `--content-size`/`--style-size` (the server's
+/// `content_size`/`style_size` fields) is held whole: above
+/// `limits.max_pixels` it is refused, as a file declaring as many pixels is
+/// (a 40x24 upload with style_size=100000 asked for 166666x100000 floats).
+fn check_working_size(what: &str, (w, h): (u32, u32), limits: &Limits) -> Result<()> {
+    let n = w as u64 * h as u64;
+    if n > limits.max_pixels {
+        bail!(
+            "--{what}-size: the {what} would be resized to {w}x{h} ({:.0} MP), more than \
+             the limit of {:.0} MP (--max-pixels raises it)",
+            n as f64 / 1e6,
+            limits.max_pixels as f64 / 1e6
+        );
+    }
+    Ok(())
 }
 
 /// [`binary_masks`] for masks already decoded, each with its name for errors.

@@ -102,6 +102,13 @@ fn header_checked<'r, R: std::io::BufRead + std::io::Seek + 'r>(
     p: &str,
     max_pixels: u64,
 ) -> Result<Box<dyn ImageDecoder + 'r>> {
+    if reader.format() == Some(ImageFormat::Png) {
+        let mut inner = reader.into_inner();
+        if let Some(len) = bad_png_palette(&mut inner) {
+            bail!("{p}: not a valid PNG (a palette of {len} bytes: 1 to 256 entries of 3 bytes expected)");
+        }
+        reader = ImageReader::with_format(inner, ImageFormat::Png);
+    }
     let mut limits = image::Limits::default();
     // 16-bit RGBA is the widest layout a decoder allocates, plus headroom for its buffers.
     limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
@@ -120,6 +127,31 @@ fn header_checked<'r, R: std::io::BufRead + std::io::Seek + 'r>(
         );
     }
     Ok(Box::new(decoder))
+}
+
+/// The length of a PNG's palette chunk (PLTE) when it is not 1 to 256
+/// entries of 3 bytes: png 0.18.1 indexes past such a palette when it
+/// expands it (a panic, found by the image fuzzer), so it is refused first.
+/// Reads only chunk headers up to the image data; leaves `r` where it was.
+fn bad_png_palette<R: std::io::Read + std::io::Seek>(r: &mut R) -> Option<u32> {
+    use std::io::SeekFrom;
+    let start = r.stream_position().ok()?;
+    let mut found = None;
+    let mut pos = start + 8; // the signature
+    let mut head = [0u8; 8];
+    while r.seek(SeekFrom::Start(pos)).is_ok() && r.read_exact(&mut head).is_ok() {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        match &head[4..] {
+            b"PLTE" if len == 0 || len % 3 != 0 || len > 768 => {
+                found = Some(len);
+                break;
+            }
+            b"IDAT" | b"IEND" => break,
+            _ => pos += 12 + len as u64,
+        }
+    }
+    r.seek(SeekFrom::Start(start)).ok()?;
+    found
 }
 
 /// [`open`] for bytes in memory (an upload); `name` stands for the file in errors.

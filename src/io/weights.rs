@@ -444,6 +444,10 @@ pub fn read_pth(path: &Path) -> Result<Vec<(String, Tensor)>> {
     if head != *b"PK\x03\x04" {
         bail!("{p}: not a PyTorch checkpoint (expected a zip-format .pth)");
     }
+    check_zip_pickles(path)?;
+    let file_len = std::fs::metadata(path)
+        .with_context(|| format!("{p}: cannot read"))?
+        .len();
     let mut found = None;
     for key in [
         None,
@@ -466,6 +470,18 @@ pub fn read_pth(path: &Path) -> Result<Vec<(String, Tensor)>> {
     names.sort();
     let mut out = Vec::new();
     for name in names {
+        // candle allocates the declared shape before reading: the data must
+        // be in the file (the archive is stored, never compressed)
+        let info = &pth.tensor_infos()[&name];
+        tensor_bytes(info.layout.dims(), info.dtype)
+            .and_then(|n| n.checked_add(info.layout.start_offset() as u64))
+            .filter(|&n| n <= file_len)
+            .ok_or_else(|| {
+                anyhow!(
+                    "{p}: tensor `{name}` declares a shape {:?} larger than the file",
+                    info.layout.dims()
+                )
+            })?;
         let t = pth
             .get(&name)
             .map_err(|e| anyhow!("{p}: tensor `{name}`: {e}"))?
@@ -479,6 +495,301 @@ pub fn read_pth(path: &Path) -> Result<Vec<(String, Tensor)>> {
         out.push((name, t));
     }
     Ok(out)
+}
+
+/// Bytes of a tensor of `dims` and `dtype`; `None` when that overflows.
+fn tensor_bytes(dims: &[usize], dtype: DType) -> Option<u64> {
+    dims.iter().try_fold(dtype.size_in_bytes() as u64, |n, &d| {
+        n.checked_mul(d as u64)
+    })
+}
+
+/// Whether candle's `into_tensor_info` can take a state dict's value apart
+/// without panicking: it indexes the argument tuples of
+/// `_rebuild_from_type_v2` (3), `_rebuild_parameter` (1),
+/// `_rebuild_tensor_v2` (4) and the storage's persistent id (5) unchecked.
+fn rebuild_ok(o: &candle_core::pickle::Object) -> bool {
+    use candle_core::pickle::Object;
+    fn is(c: &Object, m: &str, n: &str) -> bool {
+        matches!(c, Object::Class { module_name, class_name } if module_name == m && class_name == n)
+    }
+    fn tuple(a: &Object) -> Option<&[Object]> {
+        match a {
+            Object::Tuple(t) => Some(t),
+            _ => None,
+        }
+    }
+    let Object::Reduce { callable, args } = o else {
+        return true;
+    };
+    let (mut callable, mut args): (&Object, &Object) = (callable, args);
+    if is(callable, "torch._tensor", "_rebuild_from_type_v2") {
+        match tuple(args) {
+            Some(t) if t.len() >= 3 => (callable, args) = (&t[0], &t[2]),
+            Some(_) => return false,
+            None => return true, // candle's own error
+        }
+    } else if is(callable, "torch._utils", "_rebuild_parameter") {
+        match tuple(args) {
+            Some(
+                [Object::Reduce {
+                    callable: c,
+                    args: a,
+                }, ..],
+            ) => (callable, args) = (c, a),
+            Some([]) => return false,
+            _ => return true,
+        }
+    }
+    if !is(callable, "torch._utils", "_rebuild_tensor_v2") {
+        return true;
+    }
+    match tuple(args) {
+        Some(t) if t.len() >= 4 => match &t[0] {
+            Object::PersistentLoad(id) => !matches!(id.as_ref(), Object::Tuple(s) if s.len() < 5),
+            _ => true,
+        },
+        Some(_) => false,
+        None => true,
+    }
+}
+
+/// What unpickling one pickle may cost: candle's unpickler allocates a
+/// string's declared length before reading it and clones a memo entry on
+/// every get (so a few hundred bytes can ask for gigabytes), and its objects
+/// are dropped recursively (so deep nesting can overflow the stack).
+const PICKLE_MAX_WORK: u64 = 256 << 20;
+const PICKLE_MAX_DEPTH: u32 = 256;
+
+/// Walks the pickle at the start of `b` as candle's `Stack::read_loop` would,
+/// tracking only each object's size (64 bytes a node plus its strings) and
+/// nesting depth; refuses one whose strings run past the end of `b`, whose
+/// objects (clones included) add up to more than [`PICKLE_MAX_WORK`] or nest
+/// deeper than [`PICKLE_MAX_DEPTH`]. Where candle would stop with an error
+/// (an unknown op-code, an empty stack, the end of the data) this stops too
+/// and lets candle report it.
+fn check_pickle(b: &[u8]) -> std::result::Result<(), String> {
+    const NODE: u64 = 64;
+    let mut stack: Vec<Option<(u64, u32)>> = Vec::new(); // None: a mark
+    let mut memo: HashMap<u32, Option<(u64, u32)>> = HashMap::new();
+    let (mut i, mut work) = (0usize, 0u64);
+    let take = |i: &mut usize, n: usize| -> Option<&[u8]> {
+        let s = b.get(*i..i.checked_add(n)?)?;
+        *i += n;
+        Some(s)
+    };
+    let u32_at = |s: &[u8]| u32::from_le_bytes(s.try_into().expect("4 bytes"));
+    // candle pops a mark as any other object
+    macro_rules! pop {
+        () => {
+            match stack.pop() {
+                Some(x) => x.unwrap_or((NODE, 0)),
+                None => return Ok(()),
+            }
+        };
+    }
+    macro_rules! to_mark {
+        () => {{
+            let Some(m) = stack.iter().rposition(|x| x.is_none()) else {
+                return Ok(());
+            };
+            let items: Vec<(u64, u32)> = stack.drain(m..).flatten().collect();
+            items.iter().fold((0u64, 0u32), |(c, d), &(c2, d2)| {
+                (c.saturating_add(c2), d.max(d2))
+            })
+        }};
+    }
+    let push = |stack: &mut Vec<Option<(u64, u32)>>, work: &mut u64, cost: u64, depth: u32| {
+        *work = work.saturating_add(cost);
+        stack.push(Some((cost, depth)));
+    };
+    loop {
+        if work > PICKLE_MAX_WORK {
+            return Err(format!(
+                "objects of more than {} MiB",
+                PICKLE_MAX_WORK >> 20
+            ));
+        }
+        if let Some(Some((_, d))) = stack.last() {
+            if *d > PICKLE_MAX_DEPTH {
+                return Err(format!("objects nested deeper than {PICKLE_MAX_DEPTH}"));
+            }
+        }
+        let Some(&[op]) = take(&mut i, 1) else {
+            return Ok(());
+        };
+        match op {
+            b'.' => return Ok(()), // STOP
+            0x80 => {
+                take(&mut i, 1);
+            }
+            b'c' => {
+                // GLOBAL: two lines
+                let mut n = 0u64;
+                for _ in 0..2 {
+                    let rest = &b[i.min(b.len())..];
+                    let len = rest
+                        .iter()
+                        .position(|&c| c == b'\n')
+                        .map_or(rest.len(), |p| p + 1);
+                    i += len;
+                    n += len as u64;
+                }
+                push(&mut stack, &mut work, NODE + n, 0);
+            }
+            b'K' | b'M' | b'J' | b'G' => {
+                let n = match op {
+                    b'K' => 1,
+                    b'M' => 2,
+                    b'J' => 4,
+                    _ => 8,
+                };
+                if take(&mut i, n).is_none() {
+                    return Ok(());
+                }
+                push(&mut stack, &mut work, NODE, 0);
+            }
+            b'X' => {
+                let Some(l) = take(&mut i, 4).map(u32_at) else {
+                    return Ok(());
+                };
+                if take(&mut i, l as usize).is_none() {
+                    return Err(format!("a string of {l} bytes runs past the end"));
+                }
+                push(&mut stack, &mut work, NODE + l as u64, 0);
+            }
+            0x8a => {
+                // LONG1
+                let Some(&[n]) = take(&mut i, 1) else {
+                    return Ok(());
+                };
+                if take(&mut i, n as usize).is_none() {
+                    return Ok(());
+                }
+                push(&mut stack, &mut work, NODE, 0);
+            }
+            b'(' => stack.push(None),
+            // b'd' is EMPTY_DICT to candle, as b'}'
+            0x88 | 0x89 | b'N' | b'}' | b'd' | b')' | b']' => push(&mut stack, &mut work, NODE, 0),
+            b'Q' => {
+                let (c, d) = pop!();
+                push(&mut stack, &mut work, c + NODE, d + 1);
+                work -= c; // moved, not copied
+            }
+            b't' => {
+                let (c, d) = to_mark!();
+                push(&mut stack, &mut work, c + NODE, d + 1);
+                work -= c;
+            }
+            0x85 | 0x86 | 0x87 => {
+                let (mut c, mut d) = (0u64, 0u32);
+                for _ in 0..(op - 0x84) {
+                    let (c2, d2) = pop!();
+                    c = c.saturating_add(c2);
+                    d = d.max(d2);
+                }
+                push(&mut stack, &mut work, c + NODE, d + 1);
+                work -= c;
+            }
+            b'R' | b'b' | 0x81 => {
+                let (c1, d1) = pop!();
+                let (c2, d2) = pop!();
+                let c = c1.saturating_add(c2);
+                push(&mut stack, &mut work, c + NODE, d1.max(d2) + 1);
+                work -= c;
+            }
+            b'a' | b's' | b'e' | b'u' => {
+                let (c, d) = match op {
+                    b'a' => pop!(),
+                    b's' => {
+                        let (c1, d1) = pop!();
+                        let (c2, d2) = pop!();
+                        (c1.saturating_add(c2), d1.max(d2))
+                    }
+                    _ => to_mark!(),
+                };
+                match stack.last_mut() {
+                    Some(Some((lc, ld))) => {
+                        *lc = lc.saturating_add(c);
+                        *ld = (*ld).max(d + 1);
+                    }
+                    _ => return Ok(()),
+                }
+            }
+            b'h' | b'j' => {
+                let Some(k) = (if op == b'h' {
+                    take(&mut i, 1).map(|s| s[0] as u32)
+                } else {
+                    take(&mut i, 4).map(u32_at)
+                }) else {
+                    return Ok(());
+                };
+                match memo.get(&k) {
+                    Some(&Some((c, d))) => push(&mut stack, &mut work, c, d),
+                    Some(None) => stack.push(None), // a memoized mark is a mark again
+                    None => return Ok(()),
+                }
+            }
+            b'q' | b'r' => {
+                let Some(k) = (if op == b'q' {
+                    take(&mut i, 1).map(|s| s[0] as u32)
+                } else {
+                    take(&mut i, 4).map(u32_at)
+                }) else {
+                    return Ok(());
+                };
+                let Some(&top) = stack.last() else {
+                    return Ok(());
+                };
+                work = work.saturating_add(top.map_or(NODE, |t| t.0));
+                memo.insert(k, top);
+            }
+            _ => return Ok(()), // candle: unknown op-code
+        }
+    }
+}
+
+/// Every tensor record of a zip-format checkpoint's pickles checked with
+/// [`rebuild_ok`] before candle reads them.
+fn check_zip_pickles(path: &Path) -> Result<()> {
+    use candle_core::pickle::{Object, Stack};
+    let p = path.display();
+    let bad = |e: &dyn std::fmt::Display| anyhow!("{p}: not a readable PyTorch zip archive ({e})");
+    let f = std::fs::File::open(path).with_context(|| format!("{p}: cannot read"))?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(f)).map_err(|e| bad(&e))?;
+    let names = zip
+        .file_names()
+        .map(|f| f.map(|f| f.into_owned()))
+        .collect::<std::result::Result<Vec<String>, _>>()
+        .map_err(|e| bad(&e))?;
+    fn walk(o: &Object) -> bool {
+        rebuild_ok(o)
+            && match o {
+                Object::Tuple(v) | Object::List(v) => v.iter().all(walk),
+                Object::Dict(v) => v.iter().all(|(a, b)| walk(a) && walk(b)),
+                Object::Reduce { callable, args } | Object::Build { callable, args } => {
+                    walk(callable) && walk(args)
+                }
+                Object::PersistentLoad(o) => walk(o),
+                _ => true,
+            }
+    }
+    for name in names.iter().filter(|n| n.ends_with("data.pkl")) {
+        let mut entry = zip.by_name(name).map_err(|e| bad(&e))?;
+        // stored, never compressed: no bigger than the file
+        let mut pkl = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut pkl).map_err(|e| bad(&e))?;
+        check_pickle(&pkl).map_err(|e| anyhow!("{p}: {name}: {e}"))?;
+        let mut st = Stack::empty();
+        // an unreadable pickle is left for candle to report
+        let Ok(obj) = st.read_loop(&mut &pkl[..]).and_then(|_| st.finalize()) else {
+            continue;
+        };
+        if !walk(&obj) {
+            bail!("{p}: {name}: malformed tensor record (too few arguments)");
+        }
+    }
+    Ok(())
 }
 
 /// Keys a training checkpoint may wrap its state dict under.
@@ -497,6 +808,9 @@ pub fn read_legacy_pth(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let bytes = std::fs::read(path).with_context(|| format!("{p}: cannot read"))?;
     let mut r = std::io::Cursor::new(&bytes[..]);
     let mut next = |what: &str| -> Result<Object> {
+        let rest = bytes.get(r.position() as usize..).unwrap_or_default();
+        check_pickle(rest)
+            .map_err(|e| anyhow!("{p}: legacy PyTorch file, cannot read its {what} ({e})"))?;
         let mut st = Stack::empty();
         st.read_loop(&mut r)
             .and_then(|_| st.finalize())
@@ -554,15 +868,19 @@ pub fn read_legacy_pth(path: &Path) -> Result<Vec<(String, Tensor)>> {
         let size = *elem
             .get(k)
             .ok_or_else(|| anyhow!("{p}: storage `{k}` is not used by the object"))?;
+        let truncated = || anyhow!("{p}: truncated (storage `{k}`)");
         let n = bytes
             .get(pos..pos + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
-            .ok_or_else(|| anyhow!("{p}: truncated (storage `{k}`)"))?;
-        let block = bytes
-            .get(pos + 8..pos + 8 + n * size)
-            .ok_or_else(|| anyhow!("{p}: truncated (storage `{k}`)"))?;
-        data.insert(k.clone(), block);
-        pos += 8 + n * size;
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .ok_or_else(truncated)?;
+        // the declared element count comes from the file: no wrap-around
+        let end = n
+            .checked_mul(size as u64)
+            .and_then(|len| len.checked_add(pos as u64 + 8))
+            .filter(|&end| end <= bytes.len() as u64)
+            .ok_or_else(truncated)? as usize;
+        data.insert(k.clone(), &bytes[pos + 8..end]);
+        pos = end;
     }
     // the state dict: the object itself, or under a wrapper key
     let dict_of = |o: Object| match o {
@@ -600,6 +918,9 @@ pub fn read_legacy_pth(path: &Path) -> Result<Vec<(String, Tensor)>> {
             },
             v => v,
         };
+        if !rebuild_ok(&value) {
+            bail!("{p}: tensor record {name:?} is malformed (too few arguments)");
+        }
         let Some(info) = value
             .into_tensor_info(name, Path::new(""))
             .map_err(|e| anyhow!("{p}: {e}"))?
@@ -615,10 +936,12 @@ pub fn read_legacy_pth(path: &Path) -> Result<Vec<(String, Tensor)>> {
         }
         // candle keeps the storage offset in bytes
         let start = info.layout.start_offset();
-        let len = info.layout.shape().elem_count() * info.dtype.size_in_bytes();
-        let raw = block
-            .get(start..start + len)
-            .ok_or_else(|| anyhow!("{p}: tensor `{}` lies outside its storage", info.name))?;
+        let outside = || anyhow!("{p}: tensor `{}` lies outside its storage", info.name);
+        let len = tensor_bytes(info.layout.dims(), info.dtype).ok_or_else(outside)? as usize;
+        let raw = start
+            .checked_add(len)
+            .and_then(|end| block.get(start..end))
+            .ok_or_else(outside)?;
         let t = Tensor::from_raw_buffer(raw, info.dtype, info.layout.dims(), &Device::Cpu)
             .map_err(|e| anyhow!("{p}: tensor `{}`: {e}", info.name))?;
         let t = if t.dtype().is_float() {

@@ -144,7 +144,17 @@ pub fn probe(path: &Path) -> Result<Probe> {
             strip_path(line, path)
         );
     }
-    let j: ProbeJson = serde_json::from_slice(&out.stdout)
+    let mut p = parse_probe(path, &out.stdout)?;
+    let times = frame_times(path)?;
+    p.times = (!on_grid(&times, p.rate)).then_some(times);
+    Ok(p)
+}
+
+/// ffprobe's JSON (`-show_streams -show_format`) for `path` (which only
+/// names it in errors): what [`probe`] returns, but for `times` (`None`).
+pub fn parse_probe(path: &Path, json: &[u8]) -> Result<Probe> {
+    let name = path.display();
+    let j: ProbeJson = serde_json::from_slice(json)
         .with_context(|| format!("{name}: unexpected ffprobe output"))?;
     let audio = j
         .streams
@@ -199,10 +209,8 @@ pub fn probe(path: &Path) -> Result<Probe> {
         .find_map(|d| d.get("rotation").and_then(|r| r.as_i64()))
         .or_else(|| v.tags.get("rotate").and_then(|r| r.parse::<i64>().ok()))
         .unwrap_or(0);
-    let times = frame_times(path)?;
-    let times = (!on_grid(&times, rate)).then_some(times);
     Ok(Probe {
-        times,
+        times: None,
         path: path.to_owned(),
         width,
         height,
@@ -232,23 +240,28 @@ fn frame_times(path: &Path) -> Result<Vec<f64>> {
         .arg(path)
         .output()
         .map_err(|_| anyhow::anyhow!("ffprobe not found: {INSTALL_HINT}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(parse_frame_times(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// ffprobe's `packet=pts_time` lines (csv) as sorted times from the first;
+/// empty when one is not a number (N/A: no timestamps to keep).
+pub fn parse_frame_times(text: &str) -> Vec<f64> {
     let mut t: Vec<f64> = Vec::new();
     for line in text.lines() {
         match line.trim().trim_end_matches(',').parse::<f64>() {
             Ok(v) => t.push(v),
-            Err(_) => return Ok(Vec::new()), // N/A: no timestamps to keep
+            Err(_) => return Vec::new(),
         }
     }
     t.sort_by(f64::total_cmp);
     if let Some(&t0) = t.first() {
         t.iter_mut().for_each(|v| *v -= t0);
     }
-    Ok(t)
+    t
 }
 
 /// Whether frame times are those of a constant `rate` (to a quarter frame).
-fn on_grid(times: &[f64], rate: Rational) -> bool {
+pub fn on_grid(times: &[f64], rate: Rational) -> bool {
     let step = rate.den as f64 / rate.num as f64;
     times
         .iter()
