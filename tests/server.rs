@@ -272,6 +272,22 @@ fn every_bad_request_gets_its_status_and_a_one_line_json_error() {
         "alpha `lots`: not a number",
     );
     check(ok().text("format", "gif"), 400, "format `gif`");
+    // sizes that would resize past --max-pixels (1 MP here): the client's
+    // field, so 400, for the content, a gallery style and an uploaded one
+    check(
+        ok().text("content_size", "1200"),
+        400,
+        "--content-size: the content would be resized to 1600x1200",
+    );
+    check(ok().text("style_size", "100000"), 400, "--style-size");
+    check(
+        Form::new()
+            .file("content", photo.clone())
+            .file("style", photo.clone())
+            .text("style_size", "100000"),
+        400,
+        "--style-size",
+    );
     check(
         ok().text("preserve_color", "sepia"),
         400,

@@ -481,19 +481,35 @@ pub fn binary_masks(
     split_masks(masks, n_styles, &content.display().to_string(), size)
 }
 
-/// The picture resized to `--content-size`/`--style-size` (the server's
-/// `content_size`/`style_size` fields) is held whole: above
-/// `limits.max_pixels` it is refused, as a file declaring as many pixels is
-/// (a 40x24 upload with style_size=100000 asked for 166666x100000 floats).
-fn check_working_size(what: &str, (w, h): (u32, u32), limits: &Limits) -> Result<()> {
-    let n = w as u64 * h as u64;
-    if n > limits.max_pixels {
-        bail!(
-            "--{what}-size: the {what} would be resized to {w}x{h} ({:.0} MP), more than \
-             the limit of {:.0} MP (--max-pixels raises it)",
-            n as f64 / 1e6,
-            limits.max_pixels as f64 / 1e6
-        );
+/// A `--content-size`/`--style-size` (the server's `content_size`/
+/// `style_size` fields) that would resize a picture past `--max-pixels`:
+/// the picture at that size is held whole, so it is refused as a file
+/// declaring as many pixels is (a 40x24 upload at style_size=100000 asked
+/// for 166666x100000 floats). A type of its own so the server can answer
+/// 400 (the client's field) rather than 500.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "--{what}-size: the {what} would be resized to {w}x{h} ({mp:.0} MP), more than the limit \
+     of {max:.0} MP (--max-pixels raises it)",
+    mp = *w as f64 * *h as f64 / 1e6,
+    max = *max_pixels as f64 / 1e6
+)]
+pub struct WorkingSizeTooLarge {
+    pub what: &'static str,
+    pub w: u32,
+    pub h: u32,
+    pub max_pixels: u64,
+}
+
+fn check_working_size(what: &'static str, (w, h): (u32, u32), limits: &Limits) -> Result<()> {
+    if w as u64 * h as u64 > limits.max_pixels {
+        return Err(WorkingSizeTooLarge {
+            what,
+            w,
+            h,
+            max_pixels: limits.max_pixels,
+        }
+        .into());
     }
     Ok(())
 }

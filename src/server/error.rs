@@ -71,8 +71,26 @@ impl ApiError {
         ApiError::BadRequest(Self::line(&e))
     }
 
+    /// 422, except for a size field that asked for too large a picture (400).
     pub fn bad_image(e: anyhow::Error) -> Self {
+        if e.downcast_ref::<crate::engine::WorkingSizeTooLarge>()
+            .is_some()
+        {
+            return Self::bad_request(e);
+        }
         ApiError::BadImage(Self::line(&e))
+    }
+
+    /// An engine error: a 400 where the client's size field asked for too
+    /// large a picture, else the server's fault (500).
+    pub fn engine(e: anyhow::Error) -> Self {
+        if e.downcast_ref::<crate::engine::WorkingSizeTooLarge>()
+            .is_some()
+        {
+            Self::bad_request(e)
+        } else {
+            Self::internal(e)
+        }
     }
 
     pub fn internal(e: anyhow::Error) -> Self {

@@ -283,9 +283,9 @@ impl Form {
                 {
                     Ok(style.clone())
                 }
-                StyleRef::Gallery { bytes, name, .. } => engine
-                    .style_bytes(bytes, name, s)
-                    .map_err(ApiError::internal),
+                StyleRef::Gallery { bytes, name, .. } => {
+                    engine.style_bytes(bytes, name, s).map_err(ApiError::engine)
+                }
                 StyleRef::Upload(bytes) => engine
                     .style_bytes(bytes, &format!("style {}", i + 1), s)
                     .map_err(ApiError::bad_image),
@@ -323,7 +323,7 @@ impl Form {
         };
         let out = engine
             .stylize(&request, &mut |_| {})
-            .map_err(ApiError::internal)?;
+            .map_err(ApiError::engine)?;
         encode(&out, content.alpha.as_ref(), self.format).map_err(ApiError::internal)
     }
 }

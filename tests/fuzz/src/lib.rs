@@ -301,6 +301,9 @@ pub fn server() -> &'static (tokio::runtime::Runtime, AppState) {
         let config = ServerConfig {
             max_upload: 1 << 20,
             timeout: std::time::Duration::from_secs(10),
+            client_timeout: std::time::Duration::from_secs(10),
+            max_connections: 64,
+            upload_budget: 2 << 20,
             token: None,
             cors: None,
             defaults,
