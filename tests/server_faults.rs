@@ -32,6 +32,22 @@ fn upload_head(addr: &str, len: usize) -> String {
     )
 }
 
+/// Shrinks the socket's receive buffer to 4 KB, so a client that reads
+/// nothing fills it (and the server's send buffer) soon.
+fn small_receive_buffer(c: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let small: libc::c_int = 4096;
+    unsafe {
+        libc::setsockopt(
+            c.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &small as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// The start of a file part of that form.
 fn part_head(name: &str) -> String {
     format!(
@@ -224,17 +240,7 @@ fn clients_that_hang_up_mid_upload_or_mid_response_leave_the_server_serving() {
         .text("format", "png")
         .encode();
     let mut c = connect(&s);
-    unsafe {
-        use std::os::fd::AsRawFd;
-        let small: libc::c_int = 4096;
-        libc::setsockopt(
-            c.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &small as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    small_receive_buffer(&c);
     let head = format!(
         "POST /v1/stylize HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {ct}\r\n\
          Content-Length: {}\r\n\r\n",
@@ -628,17 +634,7 @@ fn a_client_that_reads_nothing_of_its_answers_is_dropped_after_the_client_timeou
     // 2,000 pipelined GET /app.js (13 KB each: 26 MB, more than the socket
     // buffers hold), and not a byte read, with a small receive buffer
     let mut c = connect(&s);
-    unsafe {
-        use std::os::fd::AsRawFd;
-        let small: libc::c_int = 4096;
-        libc::setsockopt(
-            c.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &small as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    small_receive_buffer(&c);
     let t = Instant::now();
     c.write_all(
         "GET /app.js HTTP/1.1\r\nHost: x\r\n\r\n"

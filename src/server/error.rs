@@ -73,9 +73,7 @@ impl ApiError {
 
     /// 422, except for a size field that asked for too large a picture (400).
     pub fn bad_image(e: anyhow::Error) -> Self {
-        if e.downcast_ref::<crate::engine::WorkingSizeTooLarge>()
-            .is_some()
-        {
+        if is_size_field(&e) {
             return Self::bad_request(e);
         }
         ApiError::BadImage(Self::line(&e))
@@ -84,9 +82,7 @@ impl ApiError {
     /// An engine error: a 400 where the client's size field asked for too
     /// large a picture, else the server's fault (500).
     pub fn engine(e: anyhow::Error) -> Self {
-        if e.downcast_ref::<crate::engine::WorkingSizeTooLarge>()
-            .is_some()
-        {
+        if is_size_field(&e) {
             Self::bad_request(e)
         } else {
             Self::internal(e)
@@ -96,6 +92,12 @@ impl ApiError {
     pub fn internal(e: anyhow::Error) -> Self {
         ApiError::Internal(Self::line(&e))
     }
+}
+
+/// A size field of the client's that asked for too large a picture.
+fn is_size_field(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<crate::engine::WorkingSizeTooLarge>()
+        .is_some()
 }
 
 impl IntoResponse for ApiError {
