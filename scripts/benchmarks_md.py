@@ -100,8 +100,12 @@ for w in works:
             out.append(f"| {w} | {p} | {r['gflop']:.0f} | {r['median_s']:.3f} | {r['min_s']:.3f}-{r['max_s']:.3f} | {r['gflop_per_s']:.0f} | {r['pct_of_peak']:.0f}% |")
 
 targets = [("stylize_512", "stylize 512^2", 0.5, "median_s"), ("stylize_cached_512", "stylize 512^2, cached style", 0.35, "median_s"),
-           ("train_b8_256", "training step 256^2, batch 8", 0.6, "median_s"), ("stylize_2048", "peak memory stylizing 2048^2", 0.5, "peak_rss_mb")]
-out.append("\n## Targets (issue 4), against PyTorch f32\n")
+           ("train_b8_256", "training step 256^2, batch 8", 0.6, "median_s"), ("stylize_2048", "peak memory stylizing 2048^2", 0.5, "peak_rss_mb"),
+           ("johnson_512", "Johnson network 512^2 (issue 19)", 0.5, "median_s"), ("johnson_1024", "Johnson network 1024^2 (issue 19)", 0.5, "median_s"),
+           ("johnson_train_b4_256", "Johnson training step 256^2, batch 4 (issue 19)", 0.5, "median_s")]
+# Only the targets whose workload this run measured.
+targets = [t for t in targets if t[0] in works]
+out.append("\n## Targets (issues 4 and 19), against PyTorch f32\n")
 out.append("| target | bound | adain f32 | adain bf16 | met (best) |")
 out.append("|---|---|---|---|---|")
 for w, what, bound, key in targets:
@@ -115,8 +119,9 @@ for w, what, bound, key in targets:
     best = min([r for r in rs if r is not None], default=None)
     f = lambda r: "-" if r is None else f"{r:.2f}x"
     out.append(f"| {what} | <= {bound}x | {f(rs[0])} | {f(rs[1])} | {'yes' if best is not None and best <= bound else 'no'} |")
-out.append("\nThe cached-style row divides by PyTorch's full per-image stylization (style encoded each time), as the issue's")
-out.append("table frames it: what a user stylizing many photos with one painting pays per image.\n")
+if "stylize_cached_512" in works:
+    out.append("\nThe cached-style row divides by PyTorch's full per-image stylization (style encoded each time), as the issue's")
+    out.append("table frames it: what a user stylizing many photos with one painting pays per image.\n")
 
 # The optimisation rows need PyTorch's run and whichever adain precisions were run
 # (`--precisions f32` on a machine without AMX makes no bf16 one).
@@ -143,15 +148,17 @@ if "torch-f32" in o and len(o) > 1:
     out.append("network; on these 2 CPU cores a 500-iteration Gatys image takes the estimate above, and one feed-forward")
     out.append(f"`adain stylize` at 512 takes {st['median_s']:.2f} s ({sp}).\n" if st else "")
 
+# The history and the other records belong to the full run, not to a `--work` subset.
+full = "stylize_512" in works
 notes = os.path.join(root, "docs", "performance-notes.md")
-if os.path.exists(notes):
+if full and os.path.exists(notes):
     out.append(open(notes).read())
 # The large-image record is made by scripts/bench-large.sh (about 40 minutes), not by this run.
 large = os.path.join(root, "docs", "bench-large.md")
-if os.path.exists(large):
+if full and os.path.exists(large):
     out.append(open(large).read())
 # The GPU record is made on a lent machine by scripts/gpu-train.sh, not by this run.
 cuda = os.path.join(root, "docs", "bench-cuda.md")
-if os.path.exists(cuda):
+if full and os.path.exists(cuda):
     out.append(open(cuda).read())
 print("\n".join(out))

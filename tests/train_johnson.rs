@@ -171,4 +171,49 @@ fn johnson_training_input_errors_are_one_line() {
     common::fails_with(&out, &["--crop-size must be a multiple of 4"]);
     let out = d.train("layer", &["--content-layer", "relu5_1", "--max-iter", "1"]);
     common::fails_with(&out, &["--content-layer relu5_1", "relu2_1"]);
+    // The decoder's styles are cropped like its photos: --style-size is Johnson's.
+    let out = Command::new(env!("CARGO_BIN_EXE_adain-train"))
+        .args(["--vgg", vgg.to_str().unwrap()])
+        .args(["--content", d.p("photos").to_str().unwrap()])
+        .args(["--style", d.p("photos").to_str().unwrap()])
+        .args(["--out", d.p("adain").to_str().unwrap(), "--max-iter", "1"])
+        .args([
+            "--crop-size",
+            "32",
+            "--load-size",
+            "40",
+            "--style-size",
+            "64",
+        ])
+        .output()
+        .unwrap();
+    common::fails_with(&out, &["--style-size is for `adain-train johnson`"]);
+}
+
+/// `--style-size` sets the size the Gram targets are taken at: the 64 px
+/// painting brought down to 32 gives another first-step style loss; asked
+/// for 128 it is not blown up, so it scores as the default (512, also no
+/// upscale) does, to the last digit.
+#[test]
+fn johnson_style_size_scales_the_style_down_never_up() {
+    let d = Data::new();
+    let first_style_loss = |run: &str, extra: &[&str]| {
+        let mut args = vec!["--max-iter", "1"];
+        args.extend_from_slice(extra);
+        let out = d.train(run, &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        log(&d.p(run))[0]["loss_style"].as_f64().unwrap()
+    };
+    let default = first_style_loss("default", &[]);
+    let up = first_style_loss("up", &["--style-size", "128"]);
+    let down = first_style_loss("down", &["--style-size", "32"]);
+    assert_eq!(default, up, "a 64 px style asked at 128 must stay 64 px");
+    assert!(
+        (down - default).abs() > 1e-3 * default.abs(),
+        "the style brought down to 32 px should change the style loss: {down} vs {default}"
+    );
 }

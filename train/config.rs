@@ -43,6 +43,10 @@ pub struct Config {
     pub tv_weight: f64,
     /// Johnson: the encoder layer of the content loss.
     pub content_layer: String,
+    /// Johnson: the style image's shorter side for the Gram targets (0: its own
+    /// size). It sets the scale of the strokes the network learns to paint, in
+    /// output pixels, independent of the crop size.
+    pub style_size: u32,
 }
 
 impl Default for Config {
@@ -71,6 +75,7 @@ impl Default for Config {
             init_decoder: None,
             tv_weight: 0.0,
             content_layer: "relu2_1".into(),
+            style_size: 0,
         }
     }
 }
@@ -96,11 +101,18 @@ pub fn johnson_defaults() -> Config {
         crop_size: 256,
         save_every: 1_000,
         sample_every: 500,
+        style_size: JOHNSON_STYLE_SIZE,
         ..Config::default()
     }
 }
 
 pub const JOHNSON_STYLE_WEIGHT: f64 = 0.3;
+
+/// The style image's shorter side for a Johnson network: 512, the size the
+/// network is meant to stylize at (eval's protocol), so its strokes have the
+/// painting's scale there; fast_neural_style keeps the file's own size, which
+/// for a large scan means very small strokes and a costly first encode.
+pub const JOHNSON_STYLE_SIZE: u32 = 512;
 
 /// See README "Loss balance" and scripts/loss_balance.py: the reference's 10 was tuned for `vgg_normalised`;
 /// on the raw VGG-19 the style terms are larger relative to the content term.
@@ -134,6 +146,9 @@ impl Config {
         match self.model.as_str() {
             "adain" if self.tv_weight != 0.0 => {
                 bail!("--tv-weight is for `adain-train johnson`")
+            }
+            "adain" if self.style_size != 0 => {
+                bail!("--style-size is for `adain-train johnson` (the decoder's styles are cropped like its photos)")
             }
             "adain" => {}
             "johnson" => {
@@ -185,7 +200,7 @@ impl Config {
             "lr": self.lr, "lr_decay": self.lr_decay, "max_iter": self.max_iter,
             "batch_size": self.batch_size, "style_weight": self.style_weight,
             "model": self.model, "style": self.style, "tv_weight": self.tv_weight,
-            "content_layer": self.content_layer,
+            "content_layer": self.content_layer, "style_size": self.style_size,
             "content_weight": self.content_weight, "load_size": self.load_size,
             "crop_size": self.crop_size, "seed": self.seed,
             "init_decoder": self.init_decoder,

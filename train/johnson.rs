@@ -50,7 +50,7 @@ impl JohnsonModel {
         let params = sorted_vars(&varmap);
         init(&params, cfg.seed)?;
         let style_path = Path::new(&cfg.style);
-        let style = load_style(style_path, cfg.load_size, &device)?;
+        let style = load_style(style_path, cfg.style_size, &device)?;
         let layer = adain::encoder::FEATURE_NAMES
             .iter()
             .position(|n| *n == cfg.content_layer)
@@ -93,7 +93,9 @@ impl JohnsonModel {
     }
 }
 
-/// The style image, shorter side `size`, `[1,3,H,W]` in `[0,1]`.
+/// The style image, shorter side brought down to `size` (never upscaled: a
+/// blown-up painting has no strokes at that scale; 0: as it is), `[1,3,H,W]`
+/// in `[0,1]`.
 fn load_style(path: &Path, size: u32, device: &Device) -> Result<Tensor> {
     if path.is_dir() {
         anyhow::bail!(
@@ -102,6 +104,11 @@ fn load_style(path: &Path, size: u32, device: &Device) -> Result<Tensor> {
         );
     }
     let pic = image_io::load_checked(path)?;
+    let size = if pic.width().min(pic.height()) <= size {
+        0
+    } else {
+        size
+    };
     image_io::to_tensor(&image_io::prepare(&pic, size, false), device)
 }
 

@@ -153,6 +153,10 @@ struct TrainArgs {
     /// johnson: encoder layer of the content loss (relu1_1..relu4_1) [default: relu2_1].
     #[arg(long)]
     content_layer: Option<String>,
+    /// johnson: the style image's shorter side (0 = its own size); sets the
+    /// stroke scale in output pixels [default: 512].
+    #[arg(long)]
+    style_size: Option<u32>,
 }
 
 impl TrainArgs {
@@ -173,7 +177,8 @@ impl TrainArgs {
             load_size,
             crop_size,
             tv_weight,
-            content_layer
+            content_layer,
+            style_size
         );
         set!(
             save_every,
