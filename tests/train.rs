@@ -434,3 +434,100 @@ fn init_decoder_starts_a_new_run_from_a_decoder_file() {
         "{e}"
     );
 }
+
+/// `--temporal-weight` (the compound temporal regulariser, issue 17): the
+/// term is logged, the total is content + style weight x style + temporal
+/// weight x temporal, its motions come from the seed and the batch index (a
+/// resumed run is bit-identical), the decoder still changes, and a Johnson
+/// run refuses the flag.
+#[test]
+fn the_temporal_regulariser_is_logged_weighted_and_resumes_exactly() {
+    let d = Data::new();
+    let tw = "1000";
+    let flags = |iters: &'static str| ["--max-iter", iters, "--temporal-weight", tw];
+    ok(&d.run("straight", &flags("4")));
+    ok(&d.run("split", &flags("2")));
+    let o = Command::new(env!("CARGO_BIN_EXE_adain-train"))
+        .args([
+            "--resume",
+            d.p("split").to_str().unwrap(),
+            "--max-iter",
+            "4",
+        ])
+        .args([
+            "--threads",
+            "2",
+            "--vgg",
+            common::vgg_path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    ok(&o);
+    let records = |run: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(d.p(run).join("log.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (a, b) = (records("straight"), records("split"));
+    assert_eq!(a.len(), 4);
+    let strip = |v: &[serde_json::Value]| -> Vec<Vec<f64>> {
+        v.iter()
+            .map(|r| {
+                ["loss_content", "loss_style", "loss_temporal", "loss"]
+                    .map(|k| r[k].as_f64().unwrap())
+                    .to_vec()
+            })
+            .collect()
+    };
+    assert_eq!(
+        strip(&a),
+        strip(&b),
+        "same losses step by step after a resume"
+    );
+    let cfg: toml::Value =
+        toml::from_str(&std::fs::read_to_string(d.p("straight/config.toml")).unwrap()).unwrap();
+    let sw = cfg["style-weight"].as_float().unwrap();
+    for r in &a {
+        let (c, s, t, total) = (
+            r["loss_content"].as_f64().unwrap(),
+            r["loss_style"].as_f64().unwrap(),
+            r["loss_temporal"].as_f64().unwrap(),
+            r["loss"].as_f64().unwrap(),
+        );
+        assert!(t > 0.0 && t < 1.0, "an L1 of [0,1] pixels: {t}");
+        let want = c + sw * s + 1000.0 * t;
+        assert!(
+            (total - want).abs() <= 1e-4 * want,
+            "total {total} against {want}"
+        );
+    }
+    assert_eq!(
+        decoder_tensors(&d.p("straight/decoder.safetensors")),
+        decoder_tensors(&d.p("split/decoder.safetensors")),
+        "same weights"
+    );
+    // Without the flag the term is not computed, so not logged.
+    ok(&d.run("plain", &["--max-iter", "1"]));
+    assert!(std::fs::read_to_string(d.p("plain/log.jsonl"))
+        .unwrap()
+        .find("loss_temporal")
+        .is_none());
+    let o = Command::new(env!("CARGO_BIN_EXE_adain-train"))
+        .args([
+            "johnson",
+            "--temporal-weight",
+            "1",
+            "--out",
+            d.p("j").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("--temporal-weight is for the AdaIN decoder"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -47,6 +47,8 @@ pub struct Config {
     /// size). It sets the scale of the strokes the network learns to paint, in
     /// output pixels, independent of the crop size.
     pub style_size: u32,
+    /// AdaIN: weight of the compound temporal regulariser (0: off; `temporal.rs`).
+    pub temporal_weight: f64,
 }
 
 impl Default for Config {
@@ -76,6 +78,7 @@ impl Default for Config {
             tv_weight: 0.0,
             content_layer: "relu2_1".into(),
             style_size: 0,
+            temporal_weight: 0.0,
         }
     }
 }
@@ -151,6 +154,9 @@ impl Config {
                 bail!("--style-size is for `adain-train johnson` (the decoder's styles are cropped like its photos)")
             }
             "adain" => {}
+            "johnson" if self.temporal_weight != 0.0 => {
+                bail!("--temporal-weight is for the AdaIN decoder (`adain-train`), not `adain-train johnson`")
+            }
             "johnson" => {
                 if self.crop_size % 4 != 0 {
                     bail!("--crop-size must be a multiple of 4 for a Johnson network");
@@ -173,6 +179,8 @@ impl Config {
             || self.lr_decay < 0.0
             || self.style_weight < 0.0
             || self.content_weight < 0.0
+            || self.temporal_weight < 0.0
+            || self.temporal_weight.is_nan()
         {
             bail!("--lr must be positive; --lr-decay and the loss weights non-negative");
         }
@@ -201,6 +209,7 @@ impl Config {
             "batch_size": self.batch_size, "style_weight": self.style_weight,
             "model": self.model, "style": self.style, "tv_weight": self.tv_weight,
             "content_layer": self.content_layer, "style_size": self.style_size,
+            "temporal_weight": self.temporal_weight,
             "content_weight": self.content_weight, "load_size": self.load_size,
             "crop_size": self.crop_size, "seed": self.seed,
             "init_decoder": self.init_decoder,

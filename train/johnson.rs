@@ -145,6 +145,7 @@ impl Model for JohnsonModel {
             content: l.content,
             style: l.style,
             tv: Some(l.tv),
+            temporal: None,
             total: l.total,
         })
     }

@@ -14,6 +14,7 @@ use candle_nn::{VarBuilder, VarMap};
 use crate::checkpoint;
 use crate::config::Config;
 use crate::data::{self, Batch};
+use crate::temporal;
 use crate::trainer::{Model, Terms};
 
 pub struct AdainDecoder {
@@ -23,6 +24,9 @@ pub struct AdainDecoder {
     device: Device,
     content_weight: f64,
     style_weight: f64,
+    /// `--temporal-weight` (0: the regulariser is not computed).
+    temporal_weight: f64,
+    seed: u64,
     samples: Option<SamplePairs>,
     /// Decoder metadata without the iteration: encoder hash, recipe, data.
     encoder_sha: String,
@@ -65,6 +69,8 @@ impl AdainDecoder {
             device: s.device,
             content_weight: s.cfg.content_weight,
             style_weight: s.cfg.style_weight,
+            temporal_weight: s.cfg.temporal_weight,
+            seed: s.cfg.seed,
             samples,
             encoder_sha: s.encoder_sha,
             recipe: s.cfg.recipe_json(),
@@ -83,17 +89,39 @@ impl Model for AdainDecoder {
             .style
             .as_ref()
             .context("a batch without style images")?;
+        let content = batch.content.to_device(&self.device)?;
         let l = adain::loss::losses(
             &self.encoder,
             &self.decoder,
-            &batch.content.to_device(&self.device)?,
+            &content,
             &style.to_device(&self.device)?,
         )?;
-        let total = l.total(self.content_weight, self.style_weight)?;
+        let mut total = l.total(self.content_weight, self.style_weight)?;
+        let mut temporal = None;
+        if self.temporal_weight > 0.0 {
+            // The motion and noise of this batch, from the seed and its index
+            // (a resumed run draws the same ones).
+            let mut rng = data::DetRng::from_parts(&[self.seed, 0x7e3b0_4a1, batch.index]);
+            let (b, c, h, w) = content.dims4()?;
+            let warp = temporal::Warp::random(b, h, w, &mut rng, &self.device)?;
+            let noise = temporal::noise((b, c, h, w), temporal::NOISE_STD, &mut rng, &self.device)?;
+            let moved = (warp.apply(&content)? + noise)?.clamp(0f32, 1f32)?;
+            let term = adain::loss::compound_temporal(
+                &self.encoder,
+                &self.decoder,
+                &moved,
+                &l.style_relu4_1,
+                &warp.apply(&l.output)?,
+                &warp.valid,
+            )?;
+            total = (total + (&term * self.temporal_weight)?)?;
+            temporal = Some(term);
+        }
         Ok(Terms {
             content: l.content,
             style: l.style,
             tv: None,
+            temporal,
             total,
         })
     }

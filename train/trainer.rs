@@ -28,6 +28,8 @@ pub struct Terms {
     pub content: Tensor,
     pub style: Tensor,
     pub tv: Option<Tensor>,
+    /// The compound temporal regulariser (`--temporal-weight`), when on.
+    pub temporal: Option<Tensor>,
     pub total: Tensor,
 }
 
@@ -53,6 +55,8 @@ pub struct LogRecord {
     pub loss_style: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_tv: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_temporal: Option<f64>,
     pub loss: f64,
     pub lr: f64,
     pub secs_per_iter: f64,
@@ -218,6 +222,7 @@ impl<'a, M: Model> Trainer<'a, M> {
                     loss_content: lc,
                     loss_style: ls,
                     loss_tv: step.tv,
+                    loss_temporal: step.temporal,
                     loss: lt,
                     lr,
                     secs_per_iter: t_last.elapsed().as_secs_f64() / n,
@@ -289,6 +294,10 @@ impl<'a, M: Model> Trainer<'a, M> {
                 None => 0.0,
             },
             scalar(&terms.total)?,
+            match &terms.temporal {
+                Some(t) => scalar(t)?,
+                None => 0.0,
+            },
         ];
         let grads = terms.total.backward()?;
         let mut gs = self.adam.gradients(&grads)?;
@@ -313,9 +322,9 @@ impl<'a, M: Model> Trainer<'a, M> {
                 *g = avg.narrow(0, off, k)?.reshape(g.shape())?;
                 off += k;
             }
-            let l = avg.narrow(0, off, 5)?.to_vec1::<f32>()?;
-            let global = [0, 1, 2, 3].map(|i| l[i] as f64);
-            (global, l[4] > 0.0, t0.elapsed().as_secs_f64())
+            let l = avg.narrow(0, off, 6)?.to_vec1::<f32>()?;
+            let global = [0, 1, 2, 3, 4].map(|i| l[i] as f64);
+            (global, l[5] > 0.0, t0.elapsed().as_secs_f64())
         };
         if global[3].is_finite() {
             self.adam.step_with(&gs)?;
@@ -324,6 +333,7 @@ impl<'a, M: Model> Trainer<'a, M> {
             content: global[0],
             style: global[1],
             tv: terms.tv.is_some().then_some(global[2]),
+            temporal: terms.temporal.is_some().then_some(global[4]),
             total: global[3],
             stop,
             comm_secs,
@@ -389,6 +399,7 @@ struct StepResult {
     content: f64,
     style: f64,
     tv: Option<f64>,
+    temporal: Option<f64>,
     total: f64,
     stop: bool,
     comm_secs: f64,

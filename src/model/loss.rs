@@ -10,10 +10,15 @@ use crate::adain::{adain, mean_std};
 use crate::{Decoder, Encoder};
 use candle_core::{Module, Result, Tensor};
 
-/// Both loss terms (scalars, still attached to the decoder's graph).
+/// Both loss terms (scalars, still attached to the decoder's graph), and
+/// what the temporal regulariser ([`compound_temporal`]) reuses.
 pub struct Losses {
     pub content: Tensor,
     pub style: Tensor,
+    /// The decoder's output g(t), `[B,3,H,W]`.
+    pub output: Tensor,
+    /// relu4_1 of the style images (the AdaIN statistics' source).
+    pub style_relu4_1: Tensor,
 }
 
 impl Losses {
@@ -71,5 +76,30 @@ pub fn losses(
     Ok(Losses {
         content: mse(&g_feats[3], &t)?,
         style: style_musigma(&g_feats, &style_feats)?,
+        output: g,
+        style_relu4_1: style_feats[3].clone(),
     })
+}
+
+/// The compound temporal regulariser of Wang et al. (2020, "Consistent video
+/// style transfer via compound regularization"): stylizing a slightly moved
+/// and noisy copy of the content should give the moved output. `moved_content`
+/// is W(c) + noise for a smooth warp W, `moved_output` is W(g(t)) (the warp
+/// applied to [`Losses::output`], differentiable), `valid` `[B,1,H,W]` is 1
+/// where W samples inside the picture. Returns the mean absolute difference
+/// over the valid pixels: |g(AdaIN(relu4_1(W c + n), s)) - W g(t)|.
+pub fn compound_temporal(
+    encoder: &Encoder,
+    decoder: &Decoder,
+    moved_content: &Tensor,
+    style_relu4_1: &Tensor,
+    moved_output: &Tensor,
+    valid: &Tensor,
+) -> Result<Tensor> {
+    let t = adain(&encoder.relu4_1(moved_content)?, style_relu4_1)?.detach();
+    let g = decoder.forward(&t)?;
+    let diff = (g - moved_output)?.abs()?.broadcast_mul(valid)?;
+    let channels = moved_output.dim(1)? as f64;
+    let count = (valid.sum_all()? * channels)?;
+    diff.sum_all()?.div(&count.clamp(1.0, f64::INFINITY)?)
 }
