@@ -40,7 +40,7 @@ PY
 }
 for p in "$@"; do score "${p%%=*}" "${p#*=}" none; done
 first="${1#*=}"
-score "$(echo "${1%%=*}")-flow" "$first" flow
+score "${1%%=*}-flow" "$first" flow
 echo "clip: $clip (96 frames, 640x360), style $(basename "$style"); subset: $sub"
 echo
 echo "| decoder | mode | E_fd | warping error | clip style_musigma | clip content_in | subset style_musigma | subset content_in |"

@@ -13,9 +13,7 @@ use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::gradient;
-use common::serve::{png, Form, Server};
-
-const BOUNDARY: &str = "adain-test-boundary-7d2f1c";
+use common::serve::{png, Form, Server, BOUNDARY};
 
 fn connect(s: &Server) -> TcpStream {
     let c = TcpStream::connect(s.addr()).expect("connect");
@@ -23,7 +21,8 @@ fn connect(s: &Server) -> TcpStream {
     c
 }
 
-/// The head of a multipart `POST /v1/stylize` announcing `len` bytes.
+/// The head of a multipart `POST /v1/stylize` announcing `len` bytes (the
+/// content type [`Form::encode`] gives).
 fn upload_head(addr: &str, len: usize) -> String {
     format!(
         "POST /v1/stylize HTTP/1.1\r\nHost: {addr}\r\n\
@@ -216,15 +215,11 @@ fn clients_that_hang_up_mid_upload_or_mid_response_leave_the_server_serving() {
     }
 
     // hung up while the job waits or runs: the whole request, then gone
-    let (ct, body) = small_form(3).encode();
+    let (_, body) = small_form(3).encode();
     for _ in 0..3 {
         let mut c = connect(&s);
-        let head = format!(
-            "POST /v1/stylize HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {ct}\r\n\
-             Content-Length: {}\r\n\r\n",
-            body.len()
-        );
-        c.write_all(head.as_bytes()).unwrap();
+        c.write_all(upload_head(&addr, body.len()).as_bytes())
+            .unwrap();
         c.write_all(&body).unwrap();
         let _ = c.shutdown(Shutdown::Both);
     }
@@ -232,7 +227,7 @@ fn clients_that_hang_up_mid_upload_or_mid_response_leave_the_server_serving() {
     // mid-response: a 768x768 PNG (about 1.5 MB), the first bytes of the
     // answer read, then the client hangs up, with a small receive buffer so
     // that the server is still writing
-    let (ct, body) = Form::new()
+    let (_, body) = Form::new()
         .file("content", png(&gradient(768, 768, 5)))
         .file("style", png(&gradient(256, 256, 6)))
         .text("content_size", "0")
@@ -241,12 +236,8 @@ fn clients_that_hang_up_mid_upload_or_mid_response_leave_the_server_serving() {
         .encode();
     let mut c = connect(&s);
     small_receive_buffer(&c);
-    let head = format!(
-        "POST /v1/stylize HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {ct}\r\n\
-         Content-Length: {}\r\n\r\n",
-        body.len()
-    );
-    c.write_all(head.as_bytes()).unwrap();
+    c.write_all(upload_head(&addr, body.len()).as_bytes())
+        .unwrap();
     c.write_all(&body).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     let mut first = [0u8; 64];

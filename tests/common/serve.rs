@@ -252,7 +252,7 @@ impl Form {
     }
 
     pub fn encode(&self) -> (String, Vec<u8>) {
-        let boundary = "adain-test-boundary-7d2f1c";
+        let boundary = BOUNDARY;
         let mut body = Vec::new();
         for (name, file, bytes) in &self.parts {
             body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
@@ -275,6 +275,9 @@ impl Form {
         (format!("multipart/form-data; boundary={boundary}"), body)
     }
 }
+
+/// The multipart boundary of [`Form::encode`] (hand-built uploads use it too).
+pub const BOUNDARY: &str = "adain-test-boundary-7d2f1c";
 
 /// `img` encoded as PNG.
 pub fn png(img: &image::RgbImage) -> Vec<u8> {
