@@ -412,6 +412,12 @@ impl FrameReader {
                 "0:v:0",
                 "-fps_mode",
                 "passthrough",
+                // the frames' own time base: with the default (1/rate) a
+                // millisecond-timestamped input (Matroska, ours too) can put
+                // two frames on one tick, and ffmpeg stops as if the file
+                // were corrupt
+                "-enc_time_base",
+                "-1",
                 "-f",
                 "rawvideo",
             ])
