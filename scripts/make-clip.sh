@@ -4,6 +4,10 @@
 # (never trained on), each with camera motion (pan, zoom, tilt) and an object
 # moving across it (a second photo), plus a sine audio track.
 #   bash scripts/make-clip.sh [OUT]    (default runs/clip/clip.mp4)
+#   bash scripts/make-clip.sh OUT BG0 BG1 BG2 OBJ0 OBJ1
+# The second form puts other pictures through the same camera paths, e.g.
+# stylized copies of the layers (scripts/stable-clip.sh: what a perfectly
+# stable stylization of the clip would be).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -11,13 +15,15 @@ out="${1:-runs/clip/clip.mp4}"
 mkdir -p "$(dirname "$out")"
 c=data/eval/content
 [ -e "$c/styleid_coco_00.png" ] || { echo "error: $c missing: run scripts/link-shared.sh" >&2; exit 1; }
+l=("$c/styleid_coco_03.png" "$c/styleid_coco_07.png" "$c/styleid_coco_11.png" "$c/styleid_coco_05.png" "$c/styleid_coco_14.png")
+[ $# -le 1 ] || { [ $# -eq 6 ] || { echo "usage: $0 [OUT [BG0 BG1 BG2 OBJ0 OBJ1]]" >&2; exit 2; }; l=("${@:2}"); }
 d=3.3334  # 80 frames a shot at 24 fps
 ffmpeg -v error -y \
-  -loop 1 -framerate 24 -t $d -i $c/styleid_coco_03.png \
-  -loop 1 -framerate 24 -t $d -i $c/styleid_coco_07.png \
-  -loop 1 -framerate 24 -t $d -i $c/styleid_coco_11.png \
-  -loop 1 -framerate 24 -t $d -i $c/styleid_coco_05.png \
-  -loop 1 -framerate 24 -t $d -i $c/styleid_coco_14.png \
+  -loop 1 -framerate 24 -t $d -i "${l[0]}" \
+  -loop 1 -framerate 24 -t $d -i "${l[1]}" \
+  -loop 1 -framerate 24 -t $d -i "${l[2]}" \
+  -loop 1 -framerate 24 -t $d -i "${l[3]}" \
+  -loop 1 -framerate 24 -t $d -i "${l[4]}" \
   -f lavfi -t 10 -i "sine=frequency=330:sample_rate=48000" \
   -filter_complex "
     [0]scale=1280:1280,crop=640:360:x='(iw-640)*t/$d':y=400[bg0];

@@ -296,32 +296,58 @@ fn each_frame_equals_adain_stylize_of_it() {
 }
 
 #[test]
-fn flow_mode_flickers_less_than_per_frame() {
+fn flow_mode_flickers_less_than_per_frame_and_keeps_the_texture() {
     let d = tempfile::tempdir().unwrap();
     let input = d.path().join("in.mp4");
     make_video(&input, "96x64", "15", "1.4", &[]);
-    let e_fd = |mode: &str| {
-        let out = d.path().join(format!("{mode}.mkv"));
-        let js = d.path().join(format!("{mode}.json"));
-        ok(&video(
-            &input,
-            &out,
-            &[
-                "--temporal",
-                mode,
-                "--flow-strength",
-                "0.8",
-                "--codec",
-                "ffv1",
-                "--json",
-                js.to_str().unwrap(),
-            ],
-        ));
+    // (E_fd, warping error, style_musigma) of a run with these flags
+    let run = |name: &str, flags: &[&str]| {
+        let out = d.path().join(format!("{name}.mkv"));
+        let js = d.path().join(format!("{name}.json"));
+        let mut a = vec![
+            "--codec",
+            "ffv1",
+            "--metrics",
+            "--json",
+            js.to_str().unwrap(),
+        ];
+        a.extend_from_slice(flags);
+        ok(&video(&input, &out, &a));
         let j: serde_json::Value = serde_json::from_slice(&std::fs::read(js).unwrap()).unwrap();
-        j["e_fd"].as_f64().unwrap()
+        (
+            j["e_fd"].as_f64().unwrap(),
+            j["e_warp"].as_f64().unwrap(),
+            j["style"]["style_musigma"].as_f64().unwrap(),
+        )
     };
-    let (none, flow) = (e_fd("none"), e_fd("flow"));
-    assert!(flow < 0.8 * none, "E_fd flow {flow} vs none {none}");
+    let none = run("none", &["--temporal", "none"]);
+    let strong = run(
+        "strong",
+        &[
+            "--temporal",
+            "flow",
+            "--flow-strength",
+            "0.8",
+            "--flow-blend",
+            "plain",
+        ],
+    );
+    assert!(
+        strong.0 < 0.8 * none.0,
+        "E_fd plain 0.8 {strong:?} vs none {none:?}"
+    );
+    // the default (keep-contrast) steadies the texture along the flow ...
+    let kept = run("kept", &["--temporal", "flow"]);
+    assert!(
+        kept.1 < 0.8 * none.1,
+        "warping error {kept:?} vs none {none:?}"
+    );
+    // ... without the blur a plain blend of the same strength pays in style
+    let plain = run("plain", &["--temporal", "flow", "--flow-blend", "plain"]);
+    assert!(
+        kept.2 < 0.95 * plain.2,
+        "style keep-contrast {kept:?} vs plain {plain:?}"
+    );
 }
 
 #[test]
@@ -598,4 +624,50 @@ fn variable_frame_rate_timestamps_pass_through() {
         }
         assert_eq!(stream(&probe(&out), "audio").len(), 1);
     }
+}
+
+#[test]
+fn matroska_with_millisecond_times_reads_back() {
+    // 24 fps with 48 kHz AAC starts the video at 21 ms: in Matroska's
+    // millisecond times (21, 63, 104, ...) two frames fall on one 1/24 s tick,
+    // and a reader at the frame rate's time base stopped as if the file were
+    // corrupt, on adain's own .mkv outputs too
+    let d = tempfile::tempdir().unwrap();
+    let input = d.path().join("in.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=96x64:rate=24",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        "2",
+        "-c:v",
+        "libx264",
+        "-c:a",
+        "aac",
+        input.to_str().unwrap(),
+    ]);
+    let out = d.path().join("out.mkv");
+    ok(&video(
+        &input,
+        &out,
+        &["--temporal", "none", "--codec", "ffv1"],
+    ));
+    let o = adain(&[
+        "eval-video",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    ok(&o);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("48 frames"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 }

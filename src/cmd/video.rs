@@ -66,6 +66,11 @@ pub struct VideoArgs {
     /// trusted (0..1).
     #[arg(long, default_value_t = video::temporal::FLOW_STRENGTH)]
     flow_strength: f32,
+    /// How `--temporal flow` blends the warped previous output in: `keep-contrast` scales the
+    /// blend's detail back to the frame's own contrast (no blur where textures do not line
+    /// up); `plain` averages (steadier, blurrier).
+    #[arg(long, value_enum, default_value_t = video::blend::Blend::KeepContrast)]
+    flow_blend: video::blend::Blend,
     /// Video codec [default: by extension: H.264, VP9 for .webm].
     #[arg(long, value_enum)]
     codec: Option<Codec>,
@@ -134,6 +139,7 @@ pub fn run(a: VideoArgs) -> Result<()> {
         settings,
         temporal: a.temporal,
         flow_strength: a.flow_strength,
+        flow_blend: a.flow_blend,
         codec: a.codec,
         crf: a.crf,
         segment_frames,

@@ -163,6 +163,7 @@ impl Stream {
                 self.settings.clone(),
                 self.temporal,
                 crate::video::temporal::FLOW_STRENGTH,
+                crate::video::blend::Blend::KeepContrast,
             )?);
         }
         self.stylizer.as_mut().expect("just made").frame(rgb)

@@ -3,7 +3,8 @@
 //!
 //! - [`ffmpeg`]: probing, frames in and out of ffmpeg child processes, the final mux;
 //! - [`temporal`]: [`FrameStylizer`] (the `--temporal` modes) and [`Flicker`] (E_fd, warping error);
-//! - [`flow`]: optical flow (OpenCV), warping, the consistency test.
+//! - [`flow`]: optical flow (OpenCV), warping, the consistency test;
+//! - [`blend`]: the warped previous output blended in without losing contrast.
 //!
 //! A job runs three threads joined by bounded queues: decoding (ffmpeg),
 //! stylizing (this thread), encoding (ffmpeg, one process per segment). The
@@ -13,6 +14,7 @@
 //! At the end the segments are joined without re-encoding, the audio copied
 //! in, and the file renamed into place.
 
+pub mod blend;
 pub mod ffmpeg;
 pub mod flow;
 pub mod temporal;
@@ -70,6 +72,8 @@ pub struct VideoJob {
     pub temporal: Temporal,
     /// How much of the warped previous output `flow` keeps (0..1).
     pub flow_strength: f32,
+    /// How `flow` blends it in.
+    pub flow_blend: blend::Blend,
     pub codec: Option<Codec>,
     pub crf: Option<u32>,
     /// Frames per segment (the unit of `resume`).
@@ -251,6 +255,7 @@ pub fn run(
         s.clone(),
         job.temporal,
         job.flow_strength,
+        job.flow_blend,
     )?;
     if let Some(st) = restored {
         stylizer.restore(st);
@@ -456,7 +461,7 @@ fn fingerprint(job: &VideoJob, input: &Probe, codec: Codec, crf: u32) -> Result<
         "masks": s.masks.iter().map(|m| file(m)).collect::<Result<Vec<_>>>()?,
         "alpha": s.alpha, "weights": s.style_weights, "color": format!("{:?}", s.color),
         "content_size": s.content_size, "style_size": s.style_size, "crop": s.crop,
-        "temporal": job.temporal, "flow_strength": job.flow_strength,
+        "temporal": job.temporal, "flow_strength": job.flow_strength, "flow_blend": job.flow_blend,
         "codec": format!("{codec:?}"), "crf": crf, "container": job.output.extension().map(|e| e.to_string_lossy().into_owned()), "segment_frames": job.segment_frames,
         "adain": env!("CARGO_PKG_VERSION"),
     });

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Context, Result};
 use image::{DynamicImage, GrayImage, RgbImage};
 
+use super::blend::{self, Blend};
 use super::flow::{self, FrameF};
 use crate::engine::{Engine, Job, Request, Settings, Style};
 use crate::image_io::Source;
@@ -57,6 +58,7 @@ pub struct FrameStylizer {
     settings: Settings,
     mode: Temporal,
     strength: f32,
+    blend: Blend,
     ema: Option<Arc<Mutex<StatsEma>>>,
     prev: Option<(RgbImage, RgbImage)>,
     dis: Option<flow::Dis>,
@@ -65,7 +67,8 @@ pub struct FrameStylizer {
 impl FrameStylizer {
     /// `styles`, `job`, `masks` and `settings` as for [`Engine::stylize`];
     /// `strength` in [0, 1] is how much of the warped previous output the
-    /// flow mode keeps where it is trusted.
+    /// flow mode keeps where it is trusted, `blend` how it mixes it in.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         engine: Arc<Engine>,
         styles: Vec<Arc<Style>>,
@@ -74,6 +77,7 @@ impl FrameStylizer {
         settings: Settings,
         mode: Temporal,
         strength: f32,
+        blend: Blend,
     ) -> Result<Self> {
         if !(0.0..=1.0).contains(&strength) {
             bail!("flow strength {strength} is outside [0, 1]");
@@ -94,6 +98,7 @@ impl FrameStylizer {
             settings,
             mode,
             strength,
+            blend,
             ema,
             prev: None,
             dis,
@@ -163,18 +168,13 @@ impl FrameStylizer {
         }
         let trust = flow::soften(&trust, w, h, 2);
         let warped = flow::warp(&FrameF::of(prev_out), &bwd);
-        let mut s = FrameF::of(styled);
-        let k = self.strength;
-        for (i, t) in trust.iter().enumerate() {
-            let a = k * t;
-            if a > 0.0 {
-                for c in 0..3 {
-                    let j = i * 3 + c;
-                    s.data[j] += a * (warped.data[j] - s.data[j]);
-                }
-            }
-        }
-        Ok(s.to_rgb8())
+        let s = FrameF::of(styled);
+        let alpha: Vec<f32> = trust.iter().map(|t| self.strength * t).collect();
+        let out = match self.blend {
+            Blend::KeepContrast => blend::keep_contrast(&s, &warped, &alpha),
+            Blend::Plain => blend::plain(&s, &warped, &alpha),
+        };
+        Ok(out.to_rgb8())
     }
 
     /// What a resumed job needs to continue exactly.
