@@ -381,6 +381,8 @@ pub fn run(
         if !wanted(&name) {
             continue;
         }
+        // As `adain stylize --model` does (see `cmd::common::johnson_engine`).
+        crate::alloc::keep_freed_memory();
         let runs = if side >= 1024 {
             s.repeat.min(3)
         } else {

@@ -74,7 +74,13 @@ unsafe impl GlobalAlloc for HugePageAlloc {
 /// the process holds on to its high-water mark, and blocks served from one
 /// heap fragment a little (`adain bench`, batch 8, 128^2: peak RSS 871 ->
 /// 951 MB). So the trainer (and the bench's training step) call this;
-/// stylization, whose peak memory is a target of its own, does not.
+/// AdaIN stylization, whose peak memory is a target of its own, does not.
+/// Johnson et al.'s network does (`adain stylize --model`, the bench's
+/// `johnson_*` rows): its fresh buffers are most of what its forward
+/// allocates, and with them kept its peak RSS stayed the same (624 MB at
+/// 512^2, 2177 MB at 1024^2) while 1024^2 ran in 3.77 s instead of 4.57 s
+/// (`adain bench --only johnson_512,johnson_1024 --johnson-sizes 512,1024
+/// --threads 2`, alternated with and without the equivalent GLIBC_TUNABLES).
 ///
 /// It acts on the main thread's heap: glibc still maps large blocks that
 /// other threads allocate in their own arenas (a libtest thread showed it);

@@ -3,6 +3,9 @@
 //! layers and its stride-2 3x3 downsampling): im2col over a chunk of output
 //! pixels at a time, then one matrix product per chunk (the `gemm` crate).
 //!
+//! With few output channels the forward and the input gradient take per-tap
+//! products instead (`conv_forward_taps`, `conv_grad_input_taps`).
+//!
 //! Why chunks: a whole-image im2col of the 9x9 output layer (32 channels in)
 //! is 2592 values per pixel, 10 GB at 1024^2; a chunk is sized to stay in
 //! cache (`CHUNK_BYTES`). The reflection is folded into the gather (a table
@@ -178,6 +181,9 @@ unsafe fn matmul(
 
 /// Forward: out `[N][O][Ho][Wo]` = conv(reflect_pad(x), wt) + b.
 pub fn conv_forward(g: &Geo, x: &[f32], wt: &[f32], b: &[f32]) -> Vec<f32> {
+    if g.s == 1 && 4 * g.o <= g.c {
+        return conv_forward_taps(g, x, wt, b);
+    }
     let (ho, wo) = g.out_hw();
     let px = ho * wo;
     let mut out = huge_vec(g.n * g.o * px);
@@ -211,6 +217,114 @@ pub fn conv_forward(g: &Geo, x: &[f32], wt: &[f32], b: &[f32]) -> Vec<f32> {
                     (cols.as_ptr(), len, 1),
                     gemm::Parallelism::None,
                 );
+            }
+        }
+    });
+    out
+}
+
+/// The weight `[O][C][k][k]` rearranged `[O*k*k][C]` (row `(o, ky, kx)`).
+fn tap_weights(g: &Geo, wt: &[f32]) -> Vec<f32> {
+    let (k, c) = (g.k, g.c);
+    let mut wr = vec![0f32; g.o * k * k * c];
+    for oi in 0..g.o {
+        for ci in 0..c {
+            for t in 0..k * k {
+                wr[(oi * k * k + t) * c + ci] = wt[(oi * c + ci) * k * k + t];
+            }
+        }
+    }
+    wr
+}
+
+/// `(image, first, end row)` of bands of `rows` rows per image, enough of
+/// them for every thread, none shorter than `min` unless the image is.
+fn bands(n: usize, rows: usize, min: usize) -> Vec<(usize, usize, usize)> {
+    let per_image = (2 * rayon::current_num_threads())
+        .div_ceil(n)
+        .clamp(1, (rows / min.max(1)).max(1));
+    (0..n)
+        .flat_map(|ni| {
+            (0..per_image).map(move |i| (ni, i * rows / per_image, (i + 1) * rows / per_image))
+        })
+        .filter(|&(_, a, b)| b > a)
+        .collect()
+}
+
+/// The forward for few output channels (stride 1): per padded input row, the
+/// products of every tap `(o, ky, kx)` with the row's C channels, z `[O*k*k][Wp]`
+/// = weight rearranged `[O*k*k][C]` times the row `[C][Wp]`; then each output
+/// row `y` adds tap `(o, ky, kx)` of padded row `y + ky`, shifted by `kx`.
+///
+/// Why: Johnson et al.'s last layer (32 -> 3 channels, 9x9) through im2col
+/// writes C*k*k = 2592 values per pixel for 3*2592 products, and its product
+/// has 3 rows, where the kernel's 16-lane columns ran mostly empty: 24% of a
+/// 512^2 stylization. Here a pixel costs O*k*k = 243 stored values and the
+/// product has 243 rows (the same multiplies; the sums only run in another
+/// order). Each task takes a band of output rows of one image and computes
+/// the k-1 padded rows it shares with the next band again.
+fn conv_forward_taps(g: &Geo, x: &[f32], wt: &[f32], b: &[f32]) -> Vec<f32> {
+    let (k, c, o, h, w) = (g.k, g.c, g.o, g.h, g.w);
+    let p = g.pad();
+    let wp = w + 2 * p;
+    let taps = o * k * k;
+    let wr = tap_weights(g, wt);
+    let (_, cols_t) = g.tables();
+    // Bands of at least 4(k-1) rows (a quarter recomputed at most).
+    let bands = bands(g.n, h, 4 * (k - 1));
+    let mut out = huge_vec(g.n * o * h * w);
+    let dst = Shared(out.as_mut_ptr());
+    bands.into_par_iter().for_each(|(ni, y0, y1)| {
+        let dst = dst;
+        let img = &x[ni * c * h * w..][..c * h * w];
+        let mut row = vec![0f32; c * wp];
+        let mut z = vec![0f32; taps * wp];
+        // SAFETY: each band writes rows y0..y1 of image ni's O planes only.
+        let mut mine: Vec<&mut [f32]> = (0..o)
+            .map(|oi| unsafe {
+                std::slice::from_raw_parts_mut(
+                    dst.0.add(((ni * o + oi) * h + y0) * w),
+                    (y1 - y0) * w,
+                )
+            })
+            .collect();
+        for (d, &bias) in mine.iter_mut().zip(b) {
+            d.fill(bias);
+        }
+        for py in y0..y1 + k - 1 {
+            let sy = reflect(py as isize - p as isize, h);
+            for ci in 0..c {
+                let src = &img[(ci * h + sy) * w..][..w];
+                let r = &mut row[ci * wp..][..wp];
+                r[p..p + w].copy_from_slice(src);
+                for px in (0..p).chain(p + w..wp) {
+                    r[px] = src[cols_t[px]];
+                }
+            }
+            // SAFETY: wr is taps x c, row c x wp, z taps x wp.
+            unsafe {
+                matmul(
+                    (taps, wp, c),
+                    (z.as_mut_ptr(), wp),
+                    false,
+                    (wr.as_ptr(), c, 1),
+                    (row.as_ptr(), wp, 1),
+                    gemm::Parallelism::None,
+                );
+            }
+            for ky in 0..k {
+                let Some(y) = py.checked_sub(ky).filter(|y| (y0..y1).contains(y)) else {
+                    continue;
+                };
+                for (oi, rows) in mine.iter_mut().enumerate() {
+                    let d = &mut rows[(y - y0) * w..][..w];
+                    for kx in 0..k {
+                        let t = &z[((oi * k + ky) * k + kx) * wp + kx..][..w];
+                        for (d, v) in d.iter_mut().zip(t) {
+                            *d += v;
+                        }
+                    }
+                }
             }
         }
     });
@@ -264,11 +378,90 @@ pub fn conv_grad_weight(g: &Geo, x: &[f32], grad: &[f32]) -> Vec<f32> {
     out
 }
 
+/// The input gradient for few output channels (stride 1), the adjoint of
+/// `conv_forward_taps`: per padded row `py`, the grad rows every tap
+/// `(o, ky, kx)` reads there (row `py - ky` of channel o, shifted by `kx`;
+/// zero outside) gathered `[O*k*k][Wp]`, times the rearranged weight
+/// transposed `[C][O*k*k]`, give the padded input gradient's row `[C][Wp]`;
+/// then the padding is folded back.
+///
+/// Why: the general path's product had O = 3 as its inner dimension and
+/// wrote 2592 values per pixel, and its scatter divided per value: 14% of
+/// a Johnson training step (batch 4, 256^2).
+fn conv_grad_input_taps(g: &Geo, grad: &[f32], wt: &[f32]) -> Vec<f32> {
+    let (k, c, o, h, w) = (g.k, g.c, g.o, g.h, g.w);
+    let p = g.pad();
+    let (hp, wp) = (h + 2 * p, w + 2 * p);
+    let taps = o * k * k;
+    let wr = tap_weights(g, wt);
+    let mut padded = huge_vec(g.n * c * hp * wp);
+    let dst = Shared(padded.as_mut_ptr());
+    bands(g.n, hp, 8)
+        .into_par_iter()
+        .for_each(|(ni, py0, py1)| {
+            let dst = dst;
+            let mut gs = vec![0f32; taps * wp];
+            for py in py0..py1 {
+                for oi in 0..o {
+                    let plane = &grad[(ni * o + oi) * h * w..][..h * w];
+                    for ky in 0..k {
+                        let src = py
+                            .checked_sub(ky)
+                            .filter(|&y| y < h)
+                            .map(|y| &plane[y * w..][..w]);
+                        for kx in 0..k {
+                            let row = &mut gs[((oi * k + ky) * k + kx) * wp..][..wp];
+                            match src {
+                                Some(src) => {
+                                    row[..kx].fill(0.0);
+                                    row[kx..kx + w].copy_from_slice(src);
+                                    row[kx + w..].fill(0.0);
+                                }
+                                None => row.fill(0.0),
+                            }
+                        }
+                    }
+                }
+                // SAFETY: wr read transposed (c x taps), gs taps x wp; each band
+                // writes its own padded rows of image ni's C planes.
+                unsafe {
+                    matmul(
+                        (c, wp, taps),
+                        (dst.0.add((ni * c * hp + py) * wp), hp * wp),
+                        false,
+                        (wr.as_ptr(), 1, c),
+                        (gs.as_ptr(), wp, 1),
+                        gemm::Parallelism::None,
+                    );
+                }
+            }
+        });
+    let (rows, cols_t) = g.tables();
+    let mut dx = huge_vec(g.n * c * h * w);
+    dx.par_chunks_mut(h * w)
+        .zip(padded.par_chunks(hp * wp))
+        .for_each(|(d, src)| {
+            for (py, r) in src.chunks_exact(wp).enumerate() {
+                let d = &mut d[rows[py] * w..][..w];
+                for (d, v) in d.iter_mut().zip(&r[p..p + w]) {
+                    *d += v;
+                }
+                for px in (0..p).chain(p + w..wp) {
+                    d[cols_t[px]] += r[px];
+                }
+            }
+        });
+    dx
+}
+
 /// Input gradient: dcols = W^T grad per chunk, scattered back (col2im) into a
 /// padded image, whose padding is then folded onto the pixels it was copied
 /// from. Images run in parallel (chunks of one image overlap in the input);
 /// with fewer images than threads each product uses every thread instead.
 pub fn conv_grad_input(g: &Geo, grad: &[f32], wt: &[f32]) -> Vec<f32> {
+    if g.s == 1 && 4 * g.o <= g.c {
+        return conv_grad_input_taps(g, grad, wt);
+    }
     let (ho, wo) = g.out_hw();
     let (k, s, p) = (g.k, g.s, g.pad());
     let (hp, wp) = (g.h + 2 * p, g.w + 2 * p);

@@ -70,9 +70,53 @@ impl Module for InstanceNorm {
     /// elsewhere candle's ops.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if x.device().is_cpu() && x.dtype() == DType::F32 {
-            return crate::kernels::norm::instance_norm(x, &self.weight, &self.bias, IN_EPS);
+            return crate::kernels::norm::instance_norm(x, &self.weight, &self.bias, IN_EPS, false);
         }
         self.forward_graph(x)
+    }
+}
+
+impl InstanceNorm {
+    /// `relu(norm(x) + residual)`, without the residual when `None` and the
+    /// ReLU unless `relu`: the norm's three uses in the network, each one op
+    /// on the CPU in f32. `x` is a conv's fresh output that nothing reads
+    /// again: where no gradient is tracked (stylization) its storage is
+    /// overwritten instead of a new buffer taken
+    /// ([`crate::kernels::norm::instance_norm_in_place`]).
+    fn forward_fused(
+        &self,
+        x: Tensor,
+        relu: bool,
+        residual: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        use crate::kernels::norm;
+        if !(x.device().is_cpu() && x.dtype() == DType::F32) {
+            let y = self.forward_graph(&x)?;
+            let y = match residual {
+                Some(r) => (y + r)?,
+                None => y,
+            };
+            return if relu { y.relu() } else { Ok(y) };
+        }
+        let tracked = [&x, &self.weight, &self.bias]
+            .into_iter()
+            .chain(residual)
+            .any(|t| t.track_op());
+        if !tracked && x.is_contiguous() {
+            return norm::instance_norm_in_place(
+                x,
+                &self.weight,
+                &self.bias,
+                IN_EPS,
+                relu,
+                residual,
+            );
+        }
+        match residual {
+            // The blocks' second norm has no ReLU, so the sum comes last.
+            Some(r) => norm::instance_norm(&x, &self.weight, &self.bias, IN_EPS, false)? + r,
+            None => norm::instance_norm(&x, &self.weight, &self.bias, IN_EPS, relu),
+        }
     }
 }
 
@@ -159,9 +203,9 @@ impl ResidualBlock {
 
 impl Module for ResidualBlock {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.in1.forward(&self.conv1.forward(x)?)?.relu()?;
-        let y = self.in2.forward(&self.conv2.forward(&y)?)?;
-        y + x
+        let y = self.in1.forward_fused(self.conv1.forward(x)?, true, None)?;
+        self.in2
+            .forward_fused(self.conv2.forward(&y)?, false, Some(x))
     }
 }
 
@@ -280,14 +324,22 @@ impl Module for TransformerNet {
     /// `[N,3,H,W]` in 0..255 -> `[N,3,H',W']` (H' = H when H is a multiple of
     /// [`STRIDE`]), not clamped.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.in1.forward(&self.conv1.forward(x)?)?.relu()?;
-        let y = self.in2.forward(&self.conv2.forward(&y)?)?.relu()?;
-        let mut y = self.in3.forward(&self.conv3.forward(&y)?)?.relu()?;
+        let y = self.in1.forward_fused(self.conv1.forward(x)?, true, None)?;
+        let y = self
+            .in2
+            .forward_fused(self.conv2.forward(&y)?, true, None)?;
+        let mut y = self
+            .in3
+            .forward_fused(self.conv3.forward(&y)?, true, None)?;
         for r in &self.res {
             y = r.forward(&y)?;
         }
-        let y = self.in4.forward(&self.deconv1.forward(&y)?)?.relu()?;
-        let y = self.in5.forward(&self.deconv2.forward(&y)?)?.relu()?;
+        let y = self
+            .in4
+            .forward_fused(self.deconv1.forward(&y)?, true, None)?;
+        let y = self
+            .in5
+            .forward_fused(self.deconv2.forward(&y)?, true, None)?;
         self.deconv3.forward(&y)
     }
 }
@@ -380,10 +432,12 @@ mod tests {
         }
     }
 
-    /// The CPU op and its three gradients against candle's graph.
+    /// The CPU op, with and without its fused ReLU, and its three gradients
+    /// against candle's graph.
     #[test]
     fn instance_norm_op_matches_the_graph() -> candle_core::Result<()> {
         let dev = Device::Cpu;
+        // 7x6 planes: a tail after the sums' lanes of 8.
         let x =
             candle_core::Var::from_tensor(&(Tensor::randn(0f32, 3., (2, 5, 7, 6), &dev)? + 2.0)?)?;
         let w = candle_core::Var::from_tensor(&Tensor::randn(1f32, 0.3, 5, &dev)?)?;
@@ -393,20 +447,63 @@ mod tests {
             bias: b.as_tensor().clone(),
         };
         let probe = Tensor::randn(0f32, 1., (2, 5, 7, 6), &dev)?;
-        let (fast, slow) = (norm.forward(&x)?, norm.forward_graph(&x)?);
-        let gf = (&fast * &probe)?.sum_all()?.backward()?;
-        let gs = (&slow * &probe)?.sum_all()?.backward()?;
         let max = |t: &Tensor| -> candle_core::Result<f32> {
             t.abs()?.flatten_all()?.max(0)?.to_scalar()
         };
-        assert!(max(&(&fast - &slow)?)? < 1e-5);
-        for v in [&x, &w, &b] {
-            let (a, e) = (
-                gf.get(v.as_tensor()).unwrap(),
-                gs.get(v.as_tensor()).unwrap(),
-            );
-            let d = max(&(a - e)?)? / max(e)?;
-            assert!(d < 1e-4, "gradient differs by {d}");
+        for relu in [false, true] {
+            let slow = norm.forward_graph(&x)?;
+            let (fast, slow) = if relu {
+                (
+                    norm.forward_fused(x.as_tensor().clone(), true, None)?,
+                    slow.relu()?,
+                )
+            } else {
+                (norm.forward(&x)?, slow)
+            };
+            assert!(fast.track_op(), "the op's output must stay on the graph");
+            let gf = (&fast * &probe)?.sum_all()?.backward()?;
+            let gs = (&slow * &probe)?.sum_all()?.backward()?;
+            assert!(max(&(&fast - &slow)?)? < 1e-5, "relu {relu}");
+            for v in [&x, &w, &b] {
+                let (a, e) = (
+                    gf.get(v.as_tensor()).unwrap(),
+                    gs.get(v.as_tensor()).unwrap(),
+                );
+                let d = max(&(a - e)?)? / max(e)?;
+                assert!(d < 1e-4, "relu {relu}: gradient differs by {d}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Without gradients the norm overwrites its input: `relu(norm(x))` and
+    /// `norm(x) + residual` as the graph computes them, and the input's
+    /// storage holds the result.
+    #[test]
+    fn in_place_norm_matches_the_graph() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let norm = InstanceNorm {
+            weight: Tensor::randn(1f32, 0.3, 4, &dev)?,
+            bias: Tensor::randn(0f32, 0.3, 4, &dev)?,
+        };
+        let x = (Tensor::randn(0f32, 3., (3, 4, 9, 5), &dev)? - 1.0)?;
+        let r = Tensor::randn(0f32, 1., (3, 4, 9, 5), &dev)?;
+        let max = |t: &Tensor| -> candle_core::Result<f32> {
+            t.abs()?.flatten_all()?.max(0)?.to_scalar()
+        };
+        let want = [
+            norm.forward_graph(&x)?.relu()?,
+            (norm.forward_graph(&x)? + &r)?,
+        ];
+        for (i, want) in want.iter().enumerate() {
+            let fresh = x.copy()?;
+            let got = if i == 0 {
+                norm.forward_fused(fresh.clone(), true, None)?
+            } else {
+                norm.forward_fused(fresh.clone(), false, Some(&r))?
+            };
+            assert!(max(&(&got - want)?)? < 1e-5, "case {i}");
+            assert!(max(&(&fresh - &got)?)? == 0.0, "case {i}: not in place");
         }
         Ok(())
     }
