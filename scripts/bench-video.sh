@@ -17,12 +17,19 @@ out=runs/clip
 # machine) or all (default); the table is written from what exists.
 phase=${PHASE:-all}
 modes="none stats flow"
+# the quality rows: NAME=FLAGS (the modes, and the settings the default was chosen against)
+variants=("none=--temporal none" "stats=--temporal stats" "flow=--temporal flow"
+  "flow-0.3=--temporal flow --flow-strength 0.3" "flow-0.4=--temporal flow --flow-strength 0.4"
+  "flow-0.6=--temporal flow --flow-strength 0.6"
+  "flow-plain-0.4=--temporal flow --flow-strength 0.4 --flow-blend plain")
 if [ "$phase" != speed ]; then
-  for m in $modes; do
-    $B video -c $clip -s "$style" -o $out/$m.mp4 --overwrite -q --metrics --json $out/$m.json --temporal $m
+  for v in "${variants[@]}"; do
+    name=${v%%=*}
+    # shellcheck disable=SC2086 # the flags split into words
+    $B video -c $clip -s "$style" -o $out/$name.mp4 --overwrite -q --metrics --json $out/$name.json ${v#*=}
   done
-  # the strength the default was chosen against
-  $B video -c $clip -s "$style" -o $out/flow-0.8.mp4 --overwrite -q --metrics --json $out/flow-0.8.json --temporal flow --flow-strength 0.8
+  # the floor: the clip's pictures stylized once and moved by the camera
+  bash scripts/stable-clip.sh "$style"
 fi
 if [ "$phase" != quality ]; then
   for m in $modes; do
@@ -43,15 +50,22 @@ style, sfps = sys.argv[1], sys.argv[2]
 cpu = next((l.split(':',1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.processor())
 rows = []
 base = json.load(open('runs/clip/none.json'))
-for name in ['none', 'stats', 'flow', 'flow-0.8']:
+labels = {
+    'none': '`none`', 'stats': '`stats`', 'flow': '`flow` (default: keep-contrast, 0.35)',
+    'flow-0.3': '`flow --flow-strength 0.3`', 'flow-0.4': '`flow --flow-strength 0.4`',
+    'flow-0.6': '`flow --flow-strength 0.6`',
+    'flow-plain-0.4': '`flow --flow-strength 0.4 --flow-blend plain` (the old default)',
+    'stable': 'perfectly stable (`scripts/stable-clip.sh`: the floor)',
+}
+for name in labels:
     try: q = json.load(open(f'runs/clip/{name}.json'))
     except FileNotFoundError: continue
     try: s = json.load(open(f'runs/clip/{name}-speed.json'))
     except FileNotFoundError: s = {'fps': float('nan')}
     fps = '-' if s['fps'] != s['fps'] else f"{s['fps']:.2f}"
-    st = q['style']
+    st = q.get('style', q)  # adain video nests them, eval-video does not
     pct = lambda v, b: '' if name == 'none' else f" ({100*(v/b-1):+.0f}%)"
-    label = '`flow --flow-strength 0.8`' if name == 'flow-0.8' else f'`{name}`'
+    label = labels[name]
     rows.append(f"| {label} | {q['e_fd']:.5f}{pct(q['e_fd'], base['e_fd'])} "
                 f"| {q['e_warp']:.5f}{pct(q['e_warp'], base['e_warp'])} "
                 f"| {st['style_musigma']:.4g}{pct(st['style_musigma'], base['style']['style_musigma'])} "
@@ -62,7 +76,7 @@ md = f"""# Video: flicker, style and speed of each `--temporal` mode
 Clip: `scripts/make-clip.sh`, 240 frames of 640x360 at 24 fps, three shots (pan, zoom, tilt)
 with an object moving across each, cut together. Style: `{style}`.
 E_fd and warping error: lower is steadier (the warping error uses Farneback flow; the flow
-mode uses DIS; `flow` at its default `--flow-strength` 0.4). Style metrics: `adain eval`'s, on 8 frames spread over the clip
+mode uses DIS). Style metrics: `adain eval`'s, on 8 frames spread over the clip
 (style_musigma lower = closer to the style). fps: the whole command (decode, stylize,
 encode H.264) without `--metrics`.
 

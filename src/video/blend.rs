@@ -5,7 +5,7 @@
 //! A plain blend `S + a (W - S)` of two textures that do not line up stroke
 //! for stroke averages them into blur: at a = 0.5 two unrelated textures lose
 //! about 30% of their contrast, and the style metrics (VGG feature standard
-//! deviations) count it (README "Video": +43% style_musigma at strength 0.4).
+//! deviations) count it (README "Video": +40% style_musigma on the clip at strength 0.4).
 //! So the blend is split into its local mean and its detail, and the detail
 //! is scaled back up to the local detail energy of this frame's own
 //! stylization `S` (the variance-preserving blending of Heitz & Neyret 2018,

@@ -36,7 +36,7 @@ pub enum Temporal {
 
 /// The defaults, chosen by measurement (README, "Video").
 pub const EMA_MOMENTUM: f64 = 0.9;
-pub const FLOW_STRENGTH: f32 = 0.4;
+pub const FLOW_STRENGTH: f32 = 0.35;
 /// Below this share of trusted pixels (a cut, a flash) a frame starts afresh.
 pub const MIN_TRUSTED: f32 = 0.2;
 
