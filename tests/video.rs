@@ -64,26 +64,23 @@ fn stream<'a>(j: &'a serde_json::Value, kind: &str) -> Vec<&'a serde_json::Value
 /// testsrc2 (moving pattern) of `size` at `rate` for `secs`, with a sine
 /// track; `extra` goes before the output name.
 fn make_video(path: &Path, size: &str, rate: &str, secs: &str, extra: &[&str]) {
+    make_video_audio(path, size, rate, secs, 44100, extra)
+}
+
+/// [`make_video`] with the sine track at `audio_rate` Hz.
+fn make_video_audio(
+    path: &Path,
+    size: &str,
+    rate: &str,
+    secs: &str,
+    audio_rate: u32,
+    extra: &[&str],
+) {
     let src = format!("testsrc2=size={size}:rate={rate}");
+    let sine = format!("sine=frequency=440:sample_rate={audio_rate}");
     let mut a = vec![
-        "-f",
-        "lavfi",
-        "-i",
-        &src,
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=44100",
-        "-t",
-        secs,
-        "-c:v",
-        "libx264",
-        "-pix_fmt",
-        "yuv444p",
-        "-crf",
-        "10",
-        "-c:a",
-        "aac",
+        "-f", "lavfi", "-i", &src, "-f", "lavfi", "-i", &sine, "-t", secs, "-c:v", "libx264",
+        "-pix_fmt", "yuv444p", "-crf", "10", "-c:a", "aac",
     ];
     a.extend_from_slice(extra);
     let p = path.to_str().unwrap();
@@ -634,23 +631,7 @@ fn matroska_with_millisecond_times_reads_back() {
     // corrupt, on adain's own .mkv outputs too
     let d = tempfile::tempdir().unwrap();
     let input = d.path().join("in.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=96x64:rate=24",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=48000",
-        "-t",
-        "2",
-        "-c:v",
-        "libx264",
-        "-c:a",
-        "aac",
-        input.to_str().unwrap(),
-    ]);
+    make_video_audio(&input, "96x64", "24", "2", 48000, &[]);
     let out = d.path().join("out.mkv");
     ok(&video(
         &input,
