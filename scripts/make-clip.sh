@@ -15,7 +15,10 @@ out="${1:-runs/clip/clip.mp4}"
 mkdir -p "$(dirname "$out")"
 c=data/eval/content
 [ -e "$c/styleid_coco_00.png" ] || { echo "error: $c missing: run scripts/link-shared.sh" >&2; exit 1; }
-l=("$c/styleid_coco_03.png" "$c/styleid_coco_07.png" "$c/styleid_coco_11.png" "$c/styleid_coco_05.png" "$c/styleid_coco_14.png")
+source scripts/clip-layers.sh
+f=("${clip_filters[@]}")
+l=()
+for n in "${clip_pictures[@]}"; do l+=("$c/styleid_coco_$n.png"); done
 [ $# -le 1 ] || { [ $# -eq 6 ] || { echo "usage: $0 [OUT [BG0 BG1 BG2 OBJ0 OBJ1]]" >&2; exit 2; }; l=("${@:2}"); }
 d=3.3334  # 80 frames a shot at 24 fps
 ffmpeg -v error -y \
@@ -26,13 +29,13 @@ ffmpeg -v error -y \
   -loop 1 -framerate 24 -t $d -i "${l[4]}" \
   -f lavfi -t 10 -i "sine=frequency=330:sample_rate=48000" \
   -filter_complex "
-    [0]scale=1280:1280,crop=640:360:x='(iw-640)*t/$d':y=400[bg0];
-    [3]scale=150:150,split=2[s0][s1];
+    [0]${f[0]},crop=640:360:x='(iw-640)*t/$d':y=400[bg0];
+    [3]${f[3]},split=2[s0][s1];
     [bg0][s0]overlay=x='40+150*t':y='60+40*t'[a];
-    [1]scale=1280:1280,crop=1280:720,zoompan=z='1+0.8*on/80':x='iw/2-iw/zoom/2':y='ih/2-ih/zoom/2':d=1:s=640x360:fps=24[bg1];
+    [1]${f[1]},zoompan=z='1+0.8*on/80':x='iw/2-iw/zoom/2':y='ih/2-ih/zoom/2':d=1:s=640x360:fps=24[bg1];
     [bg1][s1]overlay=x='450-120*t':y='180-30*t'[b];
-    [2]scale=1024:1024,crop=640:360:x=200:y='(ih-360)*t/$d'[bg2];
-    [4]scale=120:120[s3];
+    [2]${f[2]},crop=640:360:x=200:y='(ih-360)*t/$d'[bg2];
+    [4]${f[4]}[s3];
     [bg2][s3]overlay=x='520-140*t':y='40+60*t'[c];
     [a][b][c]concat=n=3:v=1:a=0,format=yuv420p[v]" \
   -map "[v]" -map 5:a -c:v libx264 -crf 12 -preset medium -r 24 -c:a aac -shortest "$out"

@@ -16,14 +16,13 @@ c=data/eval/content
 d=runs/clip/stable-layers
 rm -rf $d && mkdir -p $d/in $d/out
 [ -e runs/clip/clip.mp4 ] || bash scripts/make-clip.sh runs/clip/clip.mp4
-# the sizes make-clip.sh scales (and crops) each picture to
-layer() { ffmpeg -v error -y -i "$c/styleid_coco_$1.png" -vf "$2" "$d/in/$3.png"; }
-layer 03 scale=1280:1280 bg0
-layer 07 scale=1280:1280,crop=1280:720 bg1
-layer 11 scale=1024:1024 bg2
-layer 05 scale=150:150 obj0
-layer 14 scale=120:120 obj1
+# each picture at the size the clip shows it (scripts/clip-layers.sh)
+source scripts/clip-layers.sh
+layers=()
+for i in "${!clip_pictures[@]}"; do
+  ffmpeg -v error -y -i "$c/styleid_coco_${clip_pictures[$i]}.png" -vf "${clip_filters[$i]}" "$d/in/layer$i.png"
+  layers+=("$d/out/layer${i}_stylized_$(basename "${style%.*}").png")
+done
 $B stylize -c $d/in -s "$style" -o $d/out --content-size 0 --ext png -q
-o() { echo "$d/out/$1_stylized_$(basename "${style%.*}").png"; }
-bash scripts/make-clip.sh runs/clip/stable.mp4 "$(o bg0)" "$(o bg1)" "$(o bg2)" "$(o obj0)" "$(o obj1)"
+bash scripts/make-clip.sh runs/clip/stable.mp4 "${layers[@]}"
 $B eval-video --input runs/clip/clip.mp4 --output runs/clip/stable.mp4 --style "$style" --json runs/clip/stable.json

@@ -241,18 +241,20 @@ impl InPlace {
             );
         }
         x.par_chunks_mut(hw).enumerate().for_each(|(i, p)| {
-            // The ReLU comes after the sum, so the plane's map has none.
-            let a = Affine::of(p, self.eps, self.weight[i % c], self.bias[i % c], false);
-            let relu = |v: f32| if self.relu { v.max(0.0) } else { v };
+            let (w, b) = (self.weight[i % c], self.bias[i % c]);
             match residual {
+                // The ReLU comes after the sum, so the plane's map has none.
                 Some(r) => {
+                    let a = Affine::of(p, self.eps, w, b, false);
                     for (v, &r) in p.iter_mut().zip(&r[i * hw..][..hw]) {
-                        *v = relu(a.apply(*v) + r);
+                        let y = a.apply(*v) + r;
+                        *v = if self.relu { y.max(0.0) } else { y };
                     }
                 }
                 None => {
+                    let a = Affine::of(p, self.eps, w, b, self.relu);
                     for v in p.iter_mut() {
-                        *v = relu(a.apply(*v));
+                        *v = a.apply(*v);
                     }
                 }
             }
