@@ -129,52 +129,32 @@ impl FrameStylizer {
             masks: &self.masks,
             settings: &self.settings,
         };
-        let styled = self
-            .engine
-            .stylize_smoothed(&req, self.ema.as_ref(), &mut |_| {})?;
-        let out = match (self.mode, self.prev.take()) {
-            (Temporal::Flow, Some((prev_in, prev_out)))
-                if prev_in.dimensions() == rgb.dimensions() =>
-            {
-                self.blend(&prev_in, &prev_out, rgb, &styled)?
-            }
-            _ => styled,
+        // The motion (two flows, the trust map, the warped previous output)
+        // depends on the inputs and the previous output only, so it runs on a
+        // second thread beside the network: on 2 cores it fills the gaps
+        // between the network's parallel sections (see `Motion`).
+        let prev = match (self.mode, self.prev.take()) {
+            (Temporal::Flow, Some(p)) if p.0.dimensions() == rgb.dimensions() => Some(p),
+            _ => None,
+        };
+        let (engine, ema, dis) = (&self.engine, self.ema.as_ref(), &mut self.dis);
+        let (styled, motion) = std::thread::scope(|scope| {
+            let motion = prev.as_ref().map(|(prev_in, prev_out)| {
+                scope.spawn(move || Motion::between(dis, prev_in, prev_out, rgb))
+            });
+            let styled = engine.stylize_smoothed(&req, ema, &mut |_| {});
+            let motion = motion.map(|h| h.join().expect("motion thread"));
+            (styled, motion)
+        });
+        let styled = styled?;
+        let out = match motion.transpose()?.flatten() {
+            Some(m) => m.blend(&styled, self.strength, self.blend),
+            None => styled,
         };
         if self.mode == Temporal::Flow {
             self.prev = Some((rgb.clone(), out.clone()));
         }
         Ok(out)
-    }
-
-    /// The warped previous output blended into this frame's stylization.
-    fn blend(
-        &mut self,
-        prev_in: &RgbImage,
-        prev_out: &RgbImage,
-        cur_in: &RgbImage,
-        styled: &RgbImage,
-    ) -> Result<RgbImage> {
-        let dis = self
-            .dis
-            .as_mut()
-            .context("flow mode without an estimator")?;
-        let bwd = dis.flow(cur_in, prev_in)?;
-        let fwd = dis.flow(prev_in, cur_in)?;
-        let (w, h) = (bwd.width, bwd.height);
-        let trust = flow::consistency(&bwd, &fwd);
-        let trusted = trust.iter().sum::<f32>() / trust.len() as f32;
-        if trusted < MIN_TRUSTED {
-            return Ok(styled.clone());
-        }
-        let trust = flow::soften(&trust, w, h, 2);
-        let warped = flow::warp(&FrameF::of(prev_out), &bwd);
-        let s = FrameF::of(styled);
-        let alpha: Vec<f32> = trust.iter().map(|t| self.strength * t).collect();
-        let out = match self.blend {
-            Blend::KeepContrast => blend::keep_contrast(&s, &warped, &alpha),
-            Blend::Plain => blend::plain(&s, &warped, &alpha),
-        };
-        Ok(out.to_rgb8())
     }
 
     /// What a resumed job needs to continue exactly.
@@ -193,6 +173,51 @@ impl FrameStylizer {
             *e.lock().expect("stats lock") = saved;
         }
         self.prev = state.prev;
+    }
+}
+
+/// What the flow mode carries from the previous frame into this one: the
+/// previous output warped along the backward flow, and where that warp is
+/// trusted (forward-backward consistent, softened at the edges).
+struct Motion {
+    warped: FrameF,
+    trust: Vec<f32>,
+}
+
+impl Motion {
+    /// `None` where too little of the frame is trusted (a cut, a flash): the
+    /// frame then starts afresh.
+    fn between(
+        dis: &mut Option<flow::Dis>,
+        prev_in: &RgbImage,
+        prev_out: &RgbImage,
+        cur_in: &RgbImage,
+    ) -> Result<Option<Self>> {
+        let dis = dis.as_mut().context("flow mode without an estimator")?;
+        let bwd = dis.flow(cur_in, prev_in)?;
+        let fwd = dis.flow(prev_in, cur_in)?;
+        let (w, h) = (bwd.width, bwd.height);
+        let trust = flow::consistency(&bwd, &fwd);
+        let trusted = trust.iter().sum::<f32>() / trust.len() as f32;
+        if trusted < MIN_TRUSTED {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            trust: flow::soften(&trust, w, h, 2),
+            warped: flow::warp(&FrameF::of(prev_out), &bwd),
+        }))
+    }
+
+    /// The warped previous output blended into this frame's stylization,
+    /// `strength` of it where fully trusted.
+    fn blend(&self, styled: &RgbImage, strength: f32, how: Blend) -> RgbImage {
+        let s = FrameF::of(styled);
+        let alpha: Vec<f32> = self.trust.iter().map(|t| strength * t).collect();
+        let out = match how {
+            Blend::KeepContrast => blend::keep_contrast(&s, &self.warped, &alpha),
+            Blend::Plain => blend::plain(&s, &self.warped, &alpha),
+        };
+        out.to_rgb8()
     }
 }
 
