@@ -149,6 +149,9 @@ pub fn run(a: VideoArgs) -> Result<()> {
     };
     let engine = Arc::new(a.model.engine()?);
     video::flow::set_threads(a.model.threads);
+    // Every frame allocates and frees the same layer buffers: kept in the heap,
+    // they are not faulted in again per frame (see `keep_freed_memory`).
+    adain::alloc::keep_freed_memory();
 
     let bar = ProgressBar::new(0);
     if a.quiet {

@@ -678,9 +678,9 @@ mod tests {
             .unwrap();
         let chunks =
             |n, c, o, h, w| two_threads.install(|| crate::winograd::tile_row_chunks(n, c, o, h, w));
-        // 64 channels 700 wide: chunks of 5 tile rows of 4 (5, 2) per image,
+        // 16 channels 180 wide: chunks of 5 tile rows of 4 (5, 2) per image,
         // the last one short and ending in a partial tile (27 rows).
-        let split = chunks(2, 64, 5, 27, 700);
+        let split = chunks(2, 16, 5, 27, 180);
         assert_eq!(split.len(), 4);
         assert_eq!(&split[2..], [(1, (0, 5)), (1, (5, 7))]);
         // One small image still gives each thread a chunk.
@@ -688,7 +688,11 @@ mod tests {
         two_threads.install(|| {
             agree(
                 Precision::F32,
-                &[(2, 64, 5, 27, 700), (1, 40, 24, 32, 18)],
+                &[
+                    (2, 16, 5, 27, 180),
+                    (2, 64, 5, 27, 700),
+                    (1, 40, 24, 32, 18),
+                ],
                 1e-5,
             )
         })

@@ -23,9 +23,11 @@
 //! tiles and summed over tiles, then brought back to 3x3 by `G^T . G`.
 //!
 //! Work is split into chunks of tile rows of one image (transformed buffers of
-//! a few MB, where im2col needs 9x the whole input); each thread takes one
-//! contiguous run of chunks with its own buffers, so sums over chunks come out
-//! the same on every run (training resumes bit for bit).
+//! a few hundred KB to a few MB, where im2col needs 9x the whole input); each thread takes one
+//! chunk at a time with its own buffers. The forward pass writes disjoint
+//! output rows per chunk; the weight gradient, which sums over chunks, gives
+//! each thread one contiguous run of them, so its sums come out the same on
+//! every run (training resumes bit for bit).
 
 use rayon::prelude::*;
 
@@ -34,11 +36,23 @@ use super::pad::Pad;
 mod f4;
 use f4::{transform_input_body as f4_input_body, transform_output_body as f4_output_body};
 
-/// Transformed-tile buffers hold about this many floats per chunk (8 MB).
-const CHUNK_FLOATS: usize = 1 << 21;
-/// Tiles per chunk at least (keeps the matrix multiplies efficient), unless
-/// smaller chunks are needed to give every thread work (see [`chunks`]).
-const MIN_TILES: usize = 256;
+/// Transformed-tile buffers hold about this many floats per chunk (512 KB):
+/// small enough that a chunk's tiles are still in the core's L2 cache when the
+/// matrix multiplies read them, and that a thread slowed by other work hands
+/// its remaining chunks to the other. Measured on an AMD EPYC (AVX-512, 2 MB
+/// L2 per core, 2 threads) against the former 8 MB and 256 tiles: 512^2
+/// stylization 1.00-1.11 -> 0.85-0.92 s, the Johnson network at 1024^2
+/// 1.49-1.59 -> 1.29-1.30 s, its training step 4.05-4.19 -> 3.58-3.68 s, a
+/// 640x360 video in flow mode 1.39 -> 1.69 fps (`adain bench` and `adain
+/// video`, the two settings alternated; 1 MB, 256 KB and 128 tiles were
+/// within the noise of this or a little slower, 32 tiles a little slower).
+/// Other CPUs (the AVX2-only or AMX Xeons earlier sessions had) were not
+/// measured with it: see docs/performance-notes.md item 21.
+const CHUNK_FLOATS: usize = 1 << 17;
+/// Tiles per chunk at least (keeps the matrix multiplies efficient: the deep
+/// layers' chunk is set by this, not by [`CHUNK_FLOATS`]), unless smaller
+/// chunks are needed to give every thread work (see [`chunks`]).
+const MIN_TILES: usize = 64;
 
 /// `U[xi][o][c] = (G w[o][c] G^T)[xi]` for w [O,C,3,3]; with `flip`, the
 /// kernel used is w[o][c] rotated by 180 degrees and the roles of O and C
@@ -479,37 +493,45 @@ fn correlate(
     let out_ptr = SendPtr(out.as_mut_ptr());
     let chunks = chunks(n, c, o, &g);
     let max_tc = max_tiles(&chunks, &g);
-    per_thread(&chunks).into_par_iter().for_each(|run| {
-        with_scratch(positions * c * max_tc, positions * o * max_tc, |v, m| {
-            for (ni, (i0, i1)) in run {
-                let tc = (i1 - i0) * g.tw;
-                let x = &x[ni * c * h * w..][..c * h * w];
-                match tile {
-                    Tile::F2 => transform_input(x, c, &g, (i0, i1), v),
-                    Tile::F4 => transform_input4(x, c, &g, (i0, i1), v),
-                }
-                for xi in 0..positions {
-                    // M[xi] (o x tc) = U[xi] (o x c) * V[xi] (c x tc)
-                    // SAFETY: the three views lie inside `u`, `v` and `m`.
-                    unsafe {
-                        matmul(
-                            (o, tc, c),
-                            m.as_mut_ptr().add(xi * o * tc),
-                            false,
-                            (u.as_ptr().add(xi * o * c), c, 1),
-                            (v.as_ptr().add(xi * c * tc), tc, 1),
-                        );
+    // Chunks handed out one at a time (not one run per thread as in the
+    // weight gradient, which sums over them): each writes only its own output
+    // rows, so the result does not depend on which thread took it, and a thread
+    // slowed by other work (the video's motion thread, ffmpeg) no longer
+    // leaves the other waiting at the end of every layer.
+    chunks
+        .par_iter()
+        .with_max_len(1)
+        .for_each(|&(ni, (i0, i1))| {
+            with_scratch(positions * c * max_tc, positions * o * max_tc, |v, m| {
+                {
+                    let tc = (i1 - i0) * g.tw;
+                    let x = &x[ni * c * h * w..][..c * h * w];
+                    match tile {
+                        Tile::F2 => transform_input(x, c, &g, (i0, i1), v),
+                        Tile::F4 => transform_input4(x, c, &g, (i0, i1), v),
+                    }
+                    for xi in 0..positions {
+                        // M[xi] (o x tc) = U[xi] (o x c) * V[xi] (c x tc)
+                        // SAFETY: the three views lie inside `u`, `v` and `m`.
+                        unsafe {
+                            matmul(
+                                (o, tc, c),
+                                m.as_mut_ptr().add(xi * o * tc),
+                                false,
+                                (u.as_ptr().add(xi * o * c), c, 1),
+                                (v.as_ptr().add(xi * c * tc), tc, 1),
+                            );
+                        }
+                    }
+                    // SAFETY: chunks cover disjoint output rows of image `ni`.
+                    let out = unsafe { out_ptr.image(ni, out_plane) };
+                    match tile {
+                        Tile::F2 => transform_output(m, o, &g, (i0, i1), bias, relu, out),
+                        Tile::F4 => transform_output4(m, o, &g, (i0, i1), bias, relu, out),
                     }
                 }
-                // SAFETY: chunks cover disjoint output rows of image `ni`.
-                let out = unsafe { out_ptr.image(ni, out_plane) };
-                match tile {
-                    Tile::F2 => transform_output(m, o, &g, (i0, i1), bias, relu, out),
-                    Tile::F4 => transform_output4(m, o, &g, (i0, i1), bias, relu, out),
-                }
-            }
-        })
-    });
+            })
+        });
     out
 }
 
