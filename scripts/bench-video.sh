@@ -3,6 +3,8 @@
 # --temporal mode on a real 240-frame 640x360 clip (scripts/make-clip.sh),
 # and frames per second on this CPU beside `adain stylize` of the same frames.
 #   bash scripts/bench-video.sh [STYLE]   -> docs/bench-video.md, runs/clip/*.json
+#   CLIP_MOTION=0.25 bash scripts/bench-video.sh   the same on the slow variant
+#     of the clip -> docs/bench-video-motion0.25.md, runs/clip-motion0.25/
 # Pause background work first: the fps figures are wall time.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -10,9 +12,10 @@ cd "$root"
 B=target/release/adain
 [ -x $B ] || cargo build --release --bin adain
 style="${1:-data/eval/style/styleid_wikiart_03.png}"
-clip=runs/clip/clip.mp4
+source scripts/clip-layers.sh
+out=$clip_dir
+clip=$out/clip.mp4
 [ -e $clip ] || bash scripts/make-clip.sh $clip
-out=runs/clip
 # PHASE=quality (flicker and style: any load), speed (wall time: a quiet
 # machine) or all (default); the table is written from what exists.
 phase=${PHASE:-all}
@@ -44,12 +47,12 @@ if [ "$phase" != quality ]; then
   python3 -c "print(f'{48/($t1-$t0):.2f}')" > $out/stylize-fps.txt
 fi
 stylize_fps=$(cat $out/stylize-fps.txt 2>/dev/null || echo "?")
-python3 - "$style" "$stylize_fps" <<'PY'
+python3 - "$style" "$stylize_fps" "$out" "$clip_doc" "$clip_motion" <<'PY'
 import json, sys, platform
-style, sfps = sys.argv[1], sys.argv[2]
+style, sfps, out, doc, motion = sys.argv[1:6]
 cpu = next((l.split(':',1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.processor())
 rows = []
-base = json.load(open('runs/clip/none.json'))
+base = json.load(open(f'{out}/none.json'))
 labels = {
     'none': '`none`', 'stats': '`stats`', 'flow': '`flow` (default: keep-contrast, 0.35)',
     'flow-0.3': '`flow --flow-strength 0.3`', 'flow-0.4': '`flow --flow-strength 0.4`',
@@ -58,9 +61,9 @@ labels = {
     'stable': 'perfectly stable (`scripts/stable-clip.sh`: the floor)',
 }
 for name in labels:
-    try: q = json.load(open(f'runs/clip/{name}.json'))
+    try: q = json.load(open(f'{out}/{name}.json'))
     except FileNotFoundError: continue
-    try: s = json.load(open(f'runs/clip/{name}-speed.json'))
+    try: s = json.load(open(f'{out}/{name}-speed.json'))
     except FileNotFoundError: s = {'fps': float('nan')}
     fps = '-' if s['fps'] != s['fps'] else f"{s['fps']:.2f}"
     st = q.get('style', q)  # adain video nests them, eval-video does not
@@ -73,8 +76,8 @@ for name in labels:
 md = f"""# Video: flicker, style and speed of each `--temporal` mode
 
 `bash scripts/bench-video.sh` on {cpu}, 2 threads, f32, the release build.
-Clip: `scripts/make-clip.sh`, 240 frames of 640x360 at 24 fps, three shots (pan, zoom, tilt)
-with an object moving across each, cut together. Style: `{style}`.
+Clip: `{'' if motion == '1' else f'CLIP_MOTION={motion} '}scripts/make-clip.sh`, 240 frames of 640x360 at 24 fps, three shots (pan, zoom, tilt)
+with an object moving across each, cut together{'' if motion == '1' else f', at {motion} of the default clip' + chr(39) + 's motion'}. Style: `{style}`.
 E_fd and warping error: lower is steadier (the warping error uses Farneback flow; the flow
 mode uses DIS). Style metrics: `adain eval`'s, on 8 frames spread over the clip
 (style_musigma lower = closer to the style). fps: the whole command (decode, stylize,
@@ -86,9 +89,10 @@ encode H.264) without `--metrics`.
 
 `adain stylize` on the first 48 frames as PNGs, one process: {sfps} frames/s.
 """
-open('docs/bench-video.md', 'w').write(md)
+open(doc, 'w').write(md)
 print(md)
 PY
+[ "$clip_motion" = 1 ] || { echo "wrote $clip_doc"; exit 0; }
 # the README's frame strip: input frames over the flow mode's, four moments of the clip
 ffmpeg -v error -y -i $clip -i $out/flow.mp4 -filter_complex "
   [0]select='eq(n\,12)+eq(n\,60)+eq(n\,130)+eq(n\,200)',scale=320:180,tile=4x1[a];
