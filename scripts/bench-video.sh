@@ -87,7 +87,7 @@ encode H.264) without `--metrics`.
 |---|---|---|---|---|---|
 """ + "\n".join(rows) + f"""
 
-`adain stylize` on the first 48 frames as PNGs, one process: {sfps} frames/s.
+{f'`adain stylize` on the first 48 frames as PNGs, one process: {sfps} frames/s.' if sfps != '?' else 'fps: not measured on this clip (PHASE=speed; see docs/bench-video.md).'}
 """
 open(doc, 'w').write(md)
 print(md)
