@@ -73,11 +73,12 @@ for name in labels:
                 f"| {q['e_warp']:.5f}{pct(q['e_warp'], base['e_warp'])} "
                 f"| {st['style_musigma']:.4g}{pct(st['style_musigma'], base['style']['style_musigma'])} "
                 f"| {st['content_in']:.3f} | {fps} |")
+env, scaled = ('', '') if motion == '1' else (f'CLIP_MOTION={motion} ', f", at {motion} of the default clip's motion")
 md = f"""# Video: flicker, style and speed of each `--temporal` mode
 
 `bash scripts/bench-video.sh` on {cpu}, 2 threads, f32, the release build.
-Clip: `{'' if motion == '1' else f'CLIP_MOTION={motion} '}scripts/make-clip.sh`, 240 frames of 640x360 at 24 fps, three shots (pan, zoom, tilt)
-with an object moving across each, cut together{'' if motion == '1' else f', at {motion} of the default clip' + chr(39) + 's motion'}. Style: `{style}`.
+Clip: `{env}scripts/make-clip.sh`, 240 frames of 640x360 at 24 fps, three shots (pan, zoom, tilt)
+with an object moving across each, cut together{scaled}. Style: `{style}`.
 E_fd and warping error: lower is steadier (the warping error uses Farneback flow; the flow
 mode uses DIS). Style metrics: `adain eval`'s, on 8 frames spread over the clip
 (style_musigma lower = closer to the style). fps: the whole command (decode, stylize,

@@ -503,32 +503,30 @@ fn correlate(
         .with_max_len(1)
         .for_each(|&(ni, (i0, i1))| {
             with_scratch(positions * c * max_tc, positions * o * max_tc, |v, m| {
-                {
-                    let tc = (i1 - i0) * g.tw;
-                    let x = &x[ni * c * h * w..][..c * h * w];
-                    match tile {
-                        Tile::F2 => transform_input(x, c, &g, (i0, i1), v),
-                        Tile::F4 => transform_input4(x, c, &g, (i0, i1), v),
+                let tc = (i1 - i0) * g.tw;
+                let x = &x[ni * c * h * w..][..c * h * w];
+                match tile {
+                    Tile::F2 => transform_input(x, c, &g, (i0, i1), v),
+                    Tile::F4 => transform_input4(x, c, &g, (i0, i1), v),
+                }
+                for xi in 0..positions {
+                    // M[xi] (o x tc) = U[xi] (o x c) * V[xi] (c x tc)
+                    // SAFETY: the three views lie inside `u`, `v` and `m`.
+                    unsafe {
+                        matmul(
+                            (o, tc, c),
+                            m.as_mut_ptr().add(xi * o * tc),
+                            false,
+                            (u.as_ptr().add(xi * o * c), c, 1),
+                            (v.as_ptr().add(xi * c * tc), tc, 1),
+                        );
                     }
-                    for xi in 0..positions {
-                        // M[xi] (o x tc) = U[xi] (o x c) * V[xi] (c x tc)
-                        // SAFETY: the three views lie inside `u`, `v` and `m`.
-                        unsafe {
-                            matmul(
-                                (o, tc, c),
-                                m.as_mut_ptr().add(xi * o * tc),
-                                false,
-                                (u.as_ptr().add(xi * o * c), c, 1),
-                                (v.as_ptr().add(xi * c * tc), tc, 1),
-                            );
-                        }
-                    }
-                    // SAFETY: chunks cover disjoint output rows of image `ni`.
-                    let out = unsafe { out_ptr.image(ni, out_plane) };
-                    match tile {
-                        Tile::F2 => transform_output(m, o, &g, (i0, i1), bias, relu, out),
-                        Tile::F4 => transform_output4(m, o, &g, (i0, i1), bias, relu, out),
-                    }
+                }
+                // SAFETY: chunks cover disjoint output rows of image `ni`.
+                let out = unsafe { out_ptr.image(ni, out_plane) };
+                match tile {
+                    Tile::F2 => transform_output(m, o, &g, (i0, i1), bias, relu, out),
+                    Tile::F4 => transform_output4(m, o, &g, (i0, i1), bias, relu, out),
                 }
             })
         });

@@ -96,15 +96,20 @@ fn linear(styled: &FrameF, warped: &FrameF, alpha: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// A separable Gaussian blur of an interleaved `w x h x ch` image, the
-/// borders replicated (the kernel is cut at 3 sigma and renormalised).
-pub fn gaussian(x: &[f32], w: usize, h: usize, ch: usize, sigma: f32) -> Vec<f32> {
+/// The radius and normalised taps of [`gaussian`]'s kernel: cut at 3 sigma.
+fn gaussian_taps(sigma: f32) -> (isize, Vec<f32>) {
     let r = (3.0 * sigma).ceil() as isize;
     let k: Vec<f32> = (-r..=r)
         .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
         .collect();
     let sum: f32 = k.iter().sum();
-    let k: Vec<f32> = k.iter().map(|v| v / sum).collect();
+    (r, k.iter().map(|v| v / sum).collect())
+}
+
+/// A separable Gaussian blur of an interleaved `w x h x ch` image, the
+/// borders replicated (the kernel is cut at 3 sigma and renormalised).
+pub fn gaussian(x: &[f32], w: usize, h: usize, ch: usize, sigma: f32) -> Vec<f32> {
+    let (r, k) = gaussian_taps(sigma);
     let row = w * ch;
     // horizontal: the interior pixels (every tap inside the row) one tap at a
     // time over the whole run, a loop the compiler vectorizes (the per-tap
@@ -116,11 +121,13 @@ pub fn gaussian(x: &[f32], w: usize, h: usize, ch: usize, sigma: f32) -> Vec<f32
     tmp.par_chunks_mut(row)
         .zip(x.par_chunks(row))
         .for_each(|(dst, src)| {
-            let (lo, hi) = (interior.start * ch, interior.end * ch);
-            for (j, &kv) in k.iter().enumerate().filter(|_| hi > lo) {
-                let from = lo + j * ch - ru * ch;
-                for (d, &v) in dst[lo..hi].iter_mut().zip(&src[from..from + (hi - lo)]) {
-                    *d += kv * v;
+            if !interior.is_empty() {
+                let (lo, hi) = (interior.start * ch, interior.end * ch);
+                for (j, &kv) in k.iter().enumerate() {
+                    let from = lo + j * ch - ru * ch;
+                    for (d, &v) in dst[lo..hi].iter_mut().zip(&src[from..from + (hi - lo)]) {
+                        *d += kv * v;
+                    }
                 }
             }
             for px in (0..w).filter(|px| !interior.contains(px)) {
@@ -186,12 +193,7 @@ mod tests {
         for (w, h, ch) in [(40, 9, 3), (33, 5, 1), (7, 6, 3), (19, 4, 1)] {
             let x = texture(w, h, 7).data[..w * h * ch].to_vec();
             let sigma = 3.0f32;
-            let r = (3.0 * sigma).ceil() as isize;
-            let k: Vec<f32> = (-r..=r)
-                .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
-                .collect();
-            let sum: f32 = k.iter().sum();
-            let k: Vec<f32> = k.iter().map(|v| v / sum).collect();
+            let (r, k) = gaussian_taps(sigma);
             let at = |v: &[f32], xx: isize, yy: isize, c: usize| {
                 let (xx, yy) = (xx.clamp(0, w as isize - 1), yy.clamp(0, h as isize - 1));
                 v[(yy as usize * w + xx as usize) * ch + c]
