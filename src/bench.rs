@@ -24,8 +24,16 @@ use crate::{loss, ColorMode, Control, Decoder, Encoder, Model, Options};
 
 /// FLOPs (2 per multiply-add) of the encoder's convolutions on an h x w image.
 pub fn encoder_flops(h: usize, w: usize) -> f64 {
+    encoder_flops_upto(h, w, 3)
+}
+
+/// FLOPs of the encoder's convolutions up to feature `last` (0 = relu1_1 ..
+/// 3 = relu4_1), as [`Encoder::features_upto`] runs them.
+pub fn encoder_flops_upto(h: usize, w: usize, last: usize) -> f64 {
+    // the conv that ends each feature (ENCODER_CONVS counts the 1x1 colour conv)
+    const FEATURE_CONV: [usize; 4] = [1, 3, 5, 9];
     let (mut h, mut w, mut f) = (h, w, 0.0);
-    for (i, &(_, ci, co, k)) in ENCODER_CONVS.iter().enumerate() {
+    for (i, &(_, ci, co, k)) in ENCODER_CONVS[..=FEATURE_CONV[last]].iter().enumerate() {
         f += 2.0 * (ci * co * k * k * h * w) as f64;
         // Pools follow keys 5, 12 and 25 (conv indices 2, 4, 8): ceil mode.
         if matches!(i, 2 | 4 | 8) {
@@ -73,10 +81,11 @@ pub fn johnson_flops(h: usize, w: usize) -> f64 {
 }
 
 /// FLOPs of one Johnson training step (batch b, s x s): the network forward
-/// and backward (both gradients), the encoder on the content (targets) and
-/// on the output, and the encoder's input gradient.
+/// and backward (both gradients), the encoder on the content up to the
+/// content layer (the target), on the output and its input gradient.
 pub fn johnson_train_step_flops(b: usize, s: usize) -> f64 {
-    b as f64 * (3.0 * johnson_flops(s, s) + 3.0 * encoder_flops(s, s))
+    let target = encoder_flops_upto(s, s, crate::johnson::objective::DEFAULT_CONTENT_LAYER);
+    b as f64 * (3.0 * johnson_flops(s, s) + target + 2.0 * encoder_flops(s, s))
 }
 
 /// One measured workload.
@@ -499,5 +508,17 @@ mod tests {
         assert!(((e + d) / 1e9 - 252.0).abs() < 3.0, "{}", (e + d) / 1e9);
         let t = train_step_flops(8, 256) / 1e12;
         assert!((t - 1.8).abs() < 0.05, "{t}");
+    }
+
+    #[test]
+    fn the_encoder_to_relu2_1_counts_its_four_convs() {
+        // by hand at 256^2: the 1x1 colour conv, conv1_1, conv1_2, then
+        // conv2_1 at 128^2 after the pool
+        let px = 256.0 * 256.0;
+        let want = 2.0 * (3.0 * 3.0 + 3.0 * 64.0 * 9.0 + 64.0 * 64.0 * 9.0) * px
+            + 2.0 * 64.0 * 128.0 * 9.0 * px / 4.0;
+        assert_eq!(encoder_flops_upto(256, 256, 1), want);
+        assert_eq!(encoder_flops_upto(256, 256, 3), encoder_flops(256, 256));
+        assert!(encoder_flops_upto(256, 256, 2) < encoder_flops(256, 256));
     }
 }

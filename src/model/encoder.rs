@@ -47,18 +47,31 @@ impl Encoder {
 
     /// relu1_1, relu2_1, relu3_1, relu4_1.
     pub fn features(&self, x: &Tensor) -> Result<[Tensor; 4]> {
-        let c = &self.convs;
-        let x = self.rgb_to_caffe.forward(x)?;
-        let r11 = c[0].forward(&x)?;
-        let x = max_pool2x2_ceil(&c[1].forward(&r11)?)?;
-        let r21 = c[2].forward(&x)?;
-        let x = max_pool2x2_ceil(&c[3].forward(&r21)?)?;
-        let r31 = c[4].forward(&x)?;
-        let x = c[5].forward(&r31)?;
-        let x = c[6].forward(&x)?;
-        let x = max_pool2x2_ceil(&c[7].forward(&x)?)?;
-        let r41 = c[8].forward(&x)?;
-        Ok([r11, r21, r31, r41])
+        let f = self.features_upto(x, 3)?;
+        Ok(f.try_into().expect("four features"))
+    }
+
+    /// The features up to and including `FEATURE_NAMES[last]`, and none of
+    /// the layers after it: a loss on relu2_1 alone (Johnson's content
+    /// target) needs a quarter of the multiplies of the pass to relu4_1.
+    pub fn features_upto(&self, x: &Tensor, last: usize) -> Result<Vec<Tensor>> {
+        // the convs after each feature, up to the next one (pools after 1, 3, 7)
+        const STAGES: [std::ops::Range<usize>; 4] = [0..1, 1..3, 3..5, 5..9];
+        if last >= STAGES.len() {
+            candle_core::bail!("feature {last} asked for; the encoder has {}", STAGES.len());
+        }
+        let mut out = Vec::with_capacity(last + 1);
+        let mut x = self.rgb_to_caffe.forward(x)?;
+        for stage in STAGES.iter().take(last + 1) {
+            for i in stage.clone() {
+                x = self.convs[i].forward(&x)?;
+                if matches!(i, 1 | 3 | 7) {
+                    x = max_pool2x2_ceil(&x)?;
+                }
+            }
+            out.push(x.clone());
+        }
+        Ok(out)
     }
 
     /// relu4_1 only (what stylization needs). Same layers as [`Self::features`],
@@ -80,5 +93,63 @@ impl Encoder {
 impl Module for Encoder {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.relu4_1(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use std::collections::HashMap;
+
+    #[test]
+    fn features_upto_stops_at_the_layer_and_agrees_with_the_whole_pass() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut w = HashMap::new();
+        for (k, &(key, i, o, ks)) in ENCODER_CONVS.iter().enumerate() {
+            let scale = (2.0 / (i * ks * ks) as f64).sqrt();
+            w.insert(
+                format!("{key}.weight"),
+                (Tensor::randn(0f32, 1.0, (o, i, ks, ks), &dev)? * scale)?,
+            );
+            w.insert(
+                format!("{key}.bias"),
+                Tensor::full(0.01 * k as f32, o, &dev)?,
+            );
+        }
+        let enc = Encoder::new(VarBuilder::from_tensors(w, DType::F32, &dev))?;
+        // an odd size: the ceil-mode pools must line up too
+        let x = Tensor::rand(0f32, 1.0, (2, 3, 37, 29), &dev)?;
+        // the reference port's order, written out: relu1_1, conv, pool,
+        // relu2_1, conv, pool, relu3_1, three convs, pool, relu4_1
+        let c = &enc.convs;
+        let x0 = enc.rgb_to_caffe.forward(&x)?;
+        let r11 = c[0].forward(&x0)?;
+        let r21 = c[2].forward(&max_pool2x2_ceil(&c[1].forward(&r11)?)?)?;
+        let r31 = c[4].forward(&max_pool2x2_ceil(&c[3].forward(&r21)?)?)?;
+        let y = c[6].forward(&c[5].forward(&r31)?)?;
+        let r41 = c[8].forward(&max_pool2x2_ceil(&c[7].forward(&y)?)?)?;
+        let all = [r11, r21, r31, r41];
+        assert_eq!(
+            (&enc.relu4_1(&x)? - &all[3])?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?,
+            0.0
+        );
+        for (a, b) in enc.features(&x)?.iter().zip(&all) {
+            assert_eq!((a - b)?.abs()?.max_all()?.to_scalar::<f32>()?, 0.0);
+        }
+        for last in 0..4 {
+            let part = enc.features_upto(&x, last)?;
+            assert_eq!(part.len(), last + 1);
+            for (a, b) in part.iter().zip(&all) {
+                assert_eq!(a.dims(), b.dims());
+                let d = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert_eq!(d, 0.0, "feature {last}");
+            }
+        }
+        assert!(enc.features_upto(&x, 4).is_err());
+        Ok(())
     }
 }

@@ -113,7 +113,12 @@ impl Objective {
             );
         }
         let y = (net.forward(&(content * 255.0)?)? / 255.0)?;
-        let target = encoder.features(&content.detach())?[self.content_layer].detach();
+        // the target needs the content's features up to its layer only
+        let target = encoder
+            .features_upto(&content.detach(), self.content_layer)?
+            .pop()
+            .expect("a feature")
+            .detach();
         let feats = encoder.features(&y)?;
         let content_loss = mse(&feats[self.content_layer], &target)?;
         let mut style: Option<Tensor> = None;
