@@ -333,41 +333,6 @@ fn transform_output_body(
     }
 }
 
-/// Defines `$name` to run `$body` compiled for the widest vector unit the CPU
-/// has (AVX-512, else AVX2, else the baseline build, which has SSE2 only).
-/// The transforms are adds and subtracts in a fixed order, so every version
-/// gives bit-identical results; only their speed differs (SSE2 ran the
-/// input transform at about 11% of a stylization, perf, 2026-11-29).
-macro_rules! widest_simd {
-    ($name:ident => $body:ident ($($arg:ident : $ty:ty),*)) => {
-        #[allow(clippy::too_many_arguments)]
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn avx512($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                #[target_feature(enable = "avx2")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn avx2($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has AVX-512F.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $body($($arg),*)
-        }
-    };
-}
-
 widest_simd!(transform_input => transform_input_body(
     x: &[f32], c: usize, g: &Geo, rows: (usize, usize), v: &mut [f32]
 ));
