@@ -46,6 +46,27 @@ fn sum_f64(n: usize, f: impl Fn(usize) -> f64) -> f64 {
     acc.iter().sum()
 }
 
+/// Two sums in one pass, each as [`sum_f64`] forms it (so the same bits as
+/// two calls): the backward's two sums read the same gradient and mask.
+#[inline(always)]
+fn sum2_f64(n: usize, f: impl Fn(usize) -> (f64, f64)) -> (f64, f64) {
+    let (mut a, mut b) = ([0f64; LANES], [0f64; LANES]);
+    let whole = n / LANES * LANES;
+    for i in (0..whole).step_by(LANES) {
+        for j in 0..LANES {
+            let (u, v) = f(i + j);
+            a[j] += u;
+            b[j] += v;
+        }
+    }
+    for (j, i) in (whole..n).enumerate() {
+        let (u, v) = f(i);
+        a[j] += u;
+        b[j] += v;
+    }
+    (a.iter().sum(), b.iter().sum())
+}
+
 /// Mean and 1/sqrt(var + eps) of one plane, in f64.
 #[inline(always)]
 fn stats(p: &[f32], eps: f64) -> (f64, f64) {
@@ -152,8 +173,10 @@ fn backward_plane_body(
         }
     };
     let (mean, rstd) = stats(xp, eps);
-    let sg = sum_f64(hw, g);
-    let sgx = sum_f64(hw, |j| g(j) * (xp[j] as f64 - mean) * rstd);
+    let (sg, sgx) = sum2_f64(hw, |j| {
+        let gj = g(j);
+        (gj, gj * (xp[j] as f64 - mean) * rstd)
+    });
     let (mg, mgx) = (sg / hw as f64, sgx / hw as f64);
     let k = weight as f64 * rstd;
     for (j, d) in dp.iter_mut().enumerate() {
@@ -383,6 +406,18 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn the_fused_pair_of_sums_equals_two_sums_bit_for_bit() {
+        for n in [0, 5, 8, 1021] {
+            let x = plane(n, 4);
+            let f = |i: usize| x[i] as f64 * 1.1;
+            let g = |i: usize| (x[i] as f64).powi(2) - 0.3;
+            let (a, b) = sum2_f64(n, |i| (f(i), g(i)));
+            assert_eq!(a.to_bits(), sum_f64(n, f).to_bits(), "{n}");
+            assert_eq!(b.to_bits(), sum_f64(n, g).to_bits(), "{n}");
+        }
     }
 
     #[test]
