@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::conv::{precision, Precision};
 use crate::decoder::DECODER_CONVS;
-use crate::encoder::ENCODER_CONVS;
+use crate::encoder::{ENCODER_CONVS, FEATURE_CONVS, POOL_AFTER};
 use crate::optim::{Adam, AdamConfig};
 use crate::{loss, ColorMode, Control, Decoder, Encoder, Model, Options};
 
@@ -30,13 +30,11 @@ pub fn encoder_flops(h: usize, w: usize) -> f64 {
 /// FLOPs of the encoder's convolutions up to feature `last` (0 = relu1_1 ..
 /// 3 = relu4_1), as [`Encoder::features_upto`] runs them.
 pub fn encoder_flops_upto(h: usize, w: usize, last: usize) -> f64 {
-    // the conv that ends each feature (ENCODER_CONVS counts the 1x1 colour conv)
-    const FEATURE_CONV: [usize; 4] = [1, 3, 5, 9];
     let (mut h, mut w, mut f) = (h, w, 0.0);
-    for (i, &(_, ci, co, k)) in ENCODER_CONVS[..=FEATURE_CONV[last]].iter().enumerate() {
+    for (i, &(_, ci, co, k)) in ENCODER_CONVS[..=FEATURE_CONVS[last]].iter().enumerate() {
         f += 2.0 * (ci * co * k * k * h * w) as f64;
-        // Pools follow keys 5, 12 and 25 (conv indices 2, 4, 8): ceil mode.
-        if matches!(i, 2 | 4 | 8) {
+        // ceil-mode pools
+        if POOL_AFTER.contains(&i) {
             (h, w) = (h.div_ceil(2), w.div_ceil(2));
         }
     }

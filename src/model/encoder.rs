@@ -24,6 +24,13 @@ pub const ENCODER_CONVS: [(&str, usize, usize, usize); 10] = [
 /// Names of the four features used by AdaIN's losses.
 pub const FEATURE_NAMES: [&str; 4] = ["relu1_1", "relu2_1", "relu3_1", "relu4_1"];
 
+/// The index in [`ENCODER_CONVS`] of the conv whose (ReLU) output is each
+/// feature of [`FEATURE_NAMES`].
+pub const FEATURE_CONVS: [usize; 4] = [1, 3, 5, 9];
+
+/// The convs of [`ENCODER_CONVS`] that a 2x2 ceil-mode max-pool follows.
+pub const POOL_AFTER: [usize; 3] = [2, 4, 8];
+
 /// VGG-19 to relu4_1. Input: RGB in [0,1], NCHW.
 #[derive(Debug, Clone)]
 pub struct Encoder {
@@ -55,36 +62,42 @@ impl Encoder {
     /// the layers after it: a loss on relu2_1 alone (Johnson's content
     /// target) needs a quarter of the multiplies of the pass to relu4_1.
     pub fn features_upto(&self, x: &Tensor, last: usize) -> Result<Vec<Tensor>> {
-        // the convs after each feature, up to the next one (pools after 1, 3, 7)
-        const STAGES: [std::ops::Range<usize>; 4] = [0..1, 1..3, 3..5, 5..9];
-        if last >= STAGES.len() {
-            candle_core::bail!("feature {last} asked for; the encoder has {}", STAGES.len());
-        }
+        let Some(&end) = FEATURE_CONVS.get(last) else {
+            candle_core::bail!(
+                "feature {last} asked for; the encoder has {}",
+                FEATURE_CONVS.len()
+            );
+        };
         let mut out = Vec::with_capacity(last + 1);
         let mut x = self.rgb_to_caffe.forward(x)?;
-        for stage in STAGES.iter().take(last + 1) {
-            for i in stage.clone() {
-                x = self.convs[i].forward(&x)?;
-                if matches!(i, 1 | 3 | 7) {
-                    x = max_pool2x2_ceil(&x)?;
-                }
+        for i in 1..=end {
+            // no pool follows a feature's conv, so the feature is `x` itself
+            x = self.layer(i, &x)?;
+            if FEATURE_CONVS.contains(&i) {
+                out.push(x.clone());
             }
-            out.push(x.clone());
         }
         Ok(out)
+    }
+
+    /// Conv `i` of [`ENCODER_CONVS`] (1 and on: 0 is the colour conv) and
+    /// the pool after it, if one follows.
+    fn layer(&self, i: usize, x: &Tensor) -> Result<Tensor> {
+        let y = self.convs[i - 1].forward(x)?;
+        if POOL_AFTER.contains(&i) {
+            max_pool2x2_ceil(&y)
+        } else {
+            Ok(y)
+        }
     }
 
     /// relu4_1 only (what stylization needs). Same layers as [`Self::features`],
     /// but each activation is dropped as soon as the next exists, which halves
     /// the peak memory of a large image.
     pub fn relu4_1(&self, x: &Tensor) -> Result<Tensor> {
-        let c = &self.convs;
         let mut x = self.rgb_to_caffe.forward(x)?;
-        for (i, conv) in c.iter().enumerate() {
-            x = conv.forward(&x)?;
-            if matches!(i, 1 | 3 | 7) {
-                x = max_pool2x2_ceil(&x)?;
-            }
+        for i in 1..ENCODER_CONVS.len() {
+            x = self.layer(i, &x)?;
         }
         Ok(x)
     }
