@@ -30,29 +30,39 @@ struct InstanceNorm {
 /// chain (an add's latency per value); eight of them vectorise.
 const LANES: usize = 8;
 
-/// The f64 sum of `f(i)` over `0..n`, in [`LANES`] interleaved partial sums.
+/// The f64 sum of `f` over a plane's values, in [`LANES`] interleaved
+/// partial sums (value i into partial sum i % LANES, the partials added in
+/// order).
 #[inline(always)]
-fn sum_f64(n: usize, f: impl Fn(usize) -> f64) -> f64 {
+fn sum_f64(p: &[f32], f: impl Fn(f32) -> f64) -> f64 {
     // the unused second sum is dead code to the compiler
-    sum2_f64(n, |i| (f(i), 0.0)).0
+    sum2_f64([p], |[v]| (f(v), 0.0)).0
 }
 
-/// Two sums in one pass, each in [`LANES`] interleaved partial sums of its
-/// own, so each is what a lone [`sum_f64`] of its terms gives, to the bit:
-/// the backward's two sums read the same gradient and mask once.
+/// Two sums over `S` planes of one length, read together value by value, in
+/// one pass, each in [`LANES`] interleaved partial sums of its own, so each
+/// is what a lone [`sum_f64`] of its terms gives, to the bit: the backward's
+/// two sums read the same gradient and mask once. The planes are walked in
+/// blocks of `LANES` (`as_chunks`), so the compiler sees every read in
+/// bounds and keeps the partial sums in one vector register: indexed by
+/// position, the reads were bounds-checked one by one and the loop stayed
+/// scalar (perf: the norm backward at ~6% of a Johnson training step).
 #[inline(always)]
-fn sum2_f64(n: usize, f: impl Fn(usize) -> (f64, f64)) -> (f64, f64) {
+fn sum2_f64<const S: usize>(planes: [&[f32]; S], f: impl Fn([f32; S]) -> (f64, f64)) -> (f64, f64) {
+    let n = planes.first().map_or(0, |p| p.len());
+    assert!(planes.iter().all(|p| p.len() == n), "planes of one length");
+    let blocks: [(&[[f32; LANES]], &[f32]); S] = planes.map(|p| p.as_chunks::<LANES>());
     let (mut a, mut b) = ([0f64; LANES], [0f64; LANES]);
-    let whole = n / LANES * LANES;
-    for i in (0..whole).step_by(LANES) {
+    for k in 0..n / LANES {
+        let block: [&[f32; LANES]; S] = std::array::from_fn(|s| &blocks[s].0[k]);
         for j in 0..LANES {
-            let (u, v) = f(i + j);
+            let (u, v) = f(std::array::from_fn(|s| block[s][j]));
             a[j] += u;
             b[j] += v;
         }
     }
-    for (j, i) in (whole..n).enumerate() {
-        let (u, v) = f(i);
+    for j in 0..n % LANES {
+        let (u, v) = f(std::array::from_fn(|s| blocks[s].1[j]));
         a[j] += u;
         b[j] += v;
     }
@@ -63,8 +73,8 @@ fn sum2_f64(n: usize, f: impl Fn(usize) -> (f64, f64)) -> (f64, f64) {
 #[inline(always)]
 fn stats(p: &[f32], eps: f64) -> (f64, f64) {
     let n = p.len() as f64;
-    let mean = sum_f64(p.len(), |i| p[i] as f64) / n;
-    let var = sum_f64(p.len(), |i| (p[i] as f64 - mean).powi(2)) / n;
+    let mean = sum_f64(p, |v| v as f64) / n;
+    let var = sum_f64(p, |v| (v as f64 - mean).powi(2)) / n;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
@@ -155,24 +165,25 @@ fn backward_plane_body(
     weight: f32,
     relu: bool,
 ) -> (f64, f64) {
-    let hw = xp.len();
     // The ReLU's gradient: through where the output is positive.
-    let g = |j: usize| {
-        if relu && rp[j] <= 0.0 {
+    let g = |gv: f32, rv: f32| {
+        if relu && rv <= 0.0 {
             0.0
         } else {
-            gp[j] as f64
+            gv as f64
         }
     };
     let (mean, rstd) = stats(xp, eps);
-    let (sg, sgx) = sum2_f64(hw, |j| {
-        let gj = g(j);
-        (gj, gj * (xp[j] as f64 - mean) * rstd)
+    let (sg, sgx) = sum2_f64([xp, gp, rp], |[xv, gv, rv]| {
+        let gj = g(gv, rv);
+        (gj, gj * (xv as f64 - mean) * rstd)
     });
-    let (mg, mgx) = (sg / hw as f64, sgx / hw as f64);
+    let hw = xp.len() as f64;
+    let (mg, mgx) = (sg / hw, sgx / hw);
     let k = weight as f64 * rstd;
-    for (j, d) in dp.iter_mut().enumerate() {
-        *d = (k * (g(j) - mg - (xp[j] as f64 - mean) * rstd * mgx)) as f32;
+    // zipped, so no read is bounds-checked (see `sum2_f64`)
+    for (d, ((&xv, &gv), &rv)) in dp.iter_mut().zip(xp.iter().zip(gp).zip(rp)) {
+        *d = (k * (g(gv, rv) - mg - (xv as f64 - mean) * rstd * mgx)) as f32;
     }
     (sgx, sg)
 }
@@ -404,21 +415,21 @@ mod tests {
     fn the_fused_pair_of_sums_equals_two_sums_bit_for_bit() {
         for n in [0, 5, 8, 1021] {
             let x = plane(n, 4);
-            let f = |i: usize| x[i] as f64 * 1.1;
-            let g = |i: usize| (x[i] as f64).powi(2) - 0.3;
+            let f = |v: f32| v as f64 * 1.1;
+            let g = |v: f32| (v as f64).powi(2) - 0.3;
             // the definition: term i into partial sum i % LANES, the partial
             // sums added in order
-            let lanes = |t: &dyn Fn(usize) -> f64| {
+            let lanes = |t: &dyn Fn(f32) -> f64| {
                 let mut acc = [0f64; LANES];
-                for i in 0..n {
-                    acc[i % LANES] += t(i);
+                for (i, &v) in x.iter().enumerate() {
+                    acc[i % LANES] += t(v);
                 }
                 acc.iter().sum::<f64>()
             };
-            let (a, b) = sum2_f64(n, |i| (f(i), g(i)));
+            let (a, b) = sum2_f64([&x[..]], |[v]| (f(v), g(v)));
             assert_eq!(a.to_bits(), lanes(&f).to_bits(), "{n}");
             assert_eq!(b.to_bits(), lanes(&g).to_bits(), "{n}");
-            assert_eq!(sum_f64(n, f).to_bits(), lanes(&f).to_bits(), "{n}");
+            assert_eq!(sum_f64(&x, f).to_bits(), lanes(&f).to_bits(), "{n}");
         }
     }
 
