@@ -103,6 +103,7 @@ fn three_steps_match_pytorch() {
     let want_s = fx["loss_s"].to_vec1::<f32>().unwrap();
     let want_lr = fx["lr"].to_vec1::<f32>().unwrap();
     let mut worst_loss = 0f64;
+    let mut largest: HashMap<String, Vec<f32>> = HashMap::new();
     for step in 0..3 {
         let c = &fx[&format!("batch{step}.content")];
         let s = &fx[&format!("batch{step}.style")];
@@ -131,29 +132,56 @@ fn three_steps_match_pytorch() {
                 assert!(err < 1e-3, "grad0.{k}: error {err} of its max");
             }
         }
+        // Each sampled element's largest gradient so far, relative to its
+        // tensor's largest (the test below tells f32 noise by it).
+        for (k, v) in &params {
+            let g = sampled(grads.get(v.as_tensor()).unwrap());
+            let scale = g.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-20);
+            let seen = largest
+                .entry(k.clone())
+                .or_insert_with(|| vec![0f32; g.len()]);
+            for (s, g) in seen.iter_mut().zip(&g) {
+                *s = s.max(g.abs() / scale);
+            }
+        }
         adam.step_grads(&grads).unwrap();
     }
     assert!(worst_loss < 1e-5, "losses differ by {worst_loss} relative");
 
     // After 3 steps every weight moved by ~3 lr (lr = 1e-6, see make_fixtures.py):
     // compare the moves. Adam turns a near-zero gradient's sign noise into a full
-    // lr-sized step, so a rare element may differ by a step; the rest must agree
-    // to a few f32 ulps of the weight (1e-8, 0.3% of the move).
+    // lr-sized step, so a rare element may differ by a step or two; the rest must
+    // agree to a few f32 ulps of the weight (1e-8, 0.3% of the move).
+    //
+    // One case goes further: a gradient that is exactly zero in PyTorch's direct
+    // convolutions (a product of values whose supports do not meet) comes out of
+    // the Winograd transforms as rounding noise, ~1e-10 of its tensor's largest;
+    // PyTorch leaves that weight still, and Adam's bias-corrected first step is a
+    // whole lr for any nonzero gradient, so from step 0 on the noise moves it by
+    // lr (1 + 0.67 + 0.52) = 2.19 lr in three steps. That is allowed only for a
+    // weight the reference left exactly still and whose gradients here stayed
+    // below 1e-9 of their tensor's largest at every step.
     let (mut total, mut close) = (0usize, 0usize);
     for (k, v) in &params {
         let got = sampled(v.as_tensor());
         let want = fx[&format!("final.{k}")].to_vec1::<f32>().unwrap();
         let start = fx[&format!("init.{k}")].to_vec1::<f32>().unwrap();
-        for ((g, w), s) in got.iter().zip(&want).zip(&start) {
+        for (i, ((g, w), s)) in got.iter().zip(&want).zip(&start).enumerate() {
             let (dg, dw) = (g - s, w - s);
-            assert!((dg - dw).abs() <= 2.1e-6, "{k}: moved {dg}, reference {dw}");
+            let noise = dw == 0.0 && largest[k][i] < 1e-9 && dg.abs() <= 2.2e-6;
+            assert!(
+                (dg - dw).abs() <= 2.1e-6 || noise,
+                "{k}[{i}]: moved {dg}, reference {dw}, largest gradient {:e} of its tensor's",
+                largest[k][i]
+            );
             total += 1;
             close += ((dg - dw).abs() <= 1e-8) as usize;
         }
     }
     eprintln!("{close}/{total} sampled weights within 1e-8 (a few f32 ulps of the weight) of the reference's move; worst loss rel err {worst_loss:.1e}");
-    // Measured: 3387/3747 (90%); the rest are tiny-gradient elements whose
-    // later Adam ratios amplify f32 noise (all still within one step).
+    // Measured: 3376/3747 (90%) both before and after the input gradient's
+    // border was summed directly (2026-12-07); the rest are tiny-gradient
+    // elements whose later Adam ratios amplify f32 noise.
     assert!(
         close as f64 >= 0.85 * total as f64,
         "only {close}/{total} weights match"

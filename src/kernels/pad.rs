@@ -34,6 +34,9 @@ pub(crate) enum Pad {
     Reflect1,
     /// Zero padding of 2: the output gradient, for the input gradient.
     Zero2,
+    /// Zero padding of 1: the output gradient, for the interior of the
+    /// input gradient (`winograd::conv_grad_input`).
+    Zero1,
 }
 
 impl Pad {
@@ -41,6 +44,7 @@ impl Pad {
         match self {
             Pad::Reflect1 => 1,
             Pad::Zero2 => 2,
+            Pad::Zero1 => 1,
         }
     }
     /// Source index of padded index `p` along a side of `n`, if any.
@@ -49,6 +53,7 @@ impl Pad {
         match self {
             Pad::Reflect1 => Some(reflect(p as isize - 1, n)),
             Pad::Zero2 => (p >= 2 && p - 2 < n).then(|| p - 2),
+            Pad::Zero1 => (p >= 1 && p - 1 < n).then(|| p - 1),
         }
     }
 }

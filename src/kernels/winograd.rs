@@ -574,8 +574,14 @@ pub fn conv_forward(
 }
 
 /// Input gradient: dy [N,O,H,W], w [O,C,3,3] -> dx [N,C,H,W]. The gradient
-/// of the padded input is the correlation of dy, zero-padded by 2, with the
-/// rotated kernel; folding the reflected border back gives dx.
+/// of the padded input, P [C][H+2][W+2], is the correlation of dy,
+/// zero-padded by 2, with the rotated kernel; dx is P's interior plus its
+/// one-pixel border folded back (the adjoint of the reflection). The interior
+/// is dy zero-padded by 1 through the Winograd correlation, on the forward's
+/// grid of H/2 x W/2 tiles; the border, 2(H+W)+4 values a plane, is summed
+/// directly ([`add_folded_border`]). Correlating all of P gave W/2+1 tiles a
+/// row, never a multiple of the matrix multiply's 16-row blocks: every chunk
+/// ended in a mostly empty block and had its tiles repacked first.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_grad_input(
     dy: &[f32],
@@ -587,8 +593,77 @@ pub fn conv_grad_input(
     c: usize,
 ) -> Vec<f32> {
     let u = transform_weights(wt, o, c, true);
-    let padded = correlate(dy, n, o, h, w, Pad::Zero2, &u, c, None, false, Tile::F2);
-    super::pad::fold_reflection(&padded, n * c, h, w)
+    let mut dx = correlate(dy, n, o, h, w, Pad::Zero1, &u, c, None, false, Tile::F2);
+    add_folded_border(&mut dx, dy, wt, n, o, c, h, w);
+    dx
+}
+
+/// Adds P's border (see [`conv_grad_input`]) to the interior `dx`, each value
+/// where the reflection had copied it from and in
+/// [`super::pad::fold_reflection`]'s order (row by row). With dy's rows and
+/// columns as vectors: P's top row is `sum_o sum_b w[o][c][0][b] dy[o][0][q - b]`,
+/// its bottom row the same with `w[..][2][b]` and dy's last row, its left
+/// and right columns the same down dy's first and last columns with
+/// `w[..][a][0]` and `w[..][a][2]` (a rotated kernel's edge meets only dy's
+/// edge).
+#[allow(clippy::too_many_arguments)]
+fn add_folded_border(
+    dx: &mut [f32],
+    dy: &[f32],
+    wt: &[f32],
+    n: usize,
+    o: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+) {
+    use super::pad::reflect;
+    // dy's first and last columns, contiguous: [N][O][2][H]
+    let mut cols = vec![0f32; n * o * 2 * h];
+    cols.par_chunks_mut(2 * h)
+        .zip(dy.par_chunks(h * w))
+        .for_each(|(col, plane)| {
+            let (first, last) = col.split_at_mut(h);
+            for ((f, l), row) in first.iter_mut().zip(last).zip(plane.chunks_exact(w)) {
+                (*f, *l) = (row[0], row[w - 1]);
+            }
+        });
+    // `d += a * v` over v's length
+    fn axpy(d: &mut [f32], a: f32, v: &[f32]) {
+        for (d, v) in d.iter_mut().zip(v) {
+            *d += a * v;
+        }
+    }
+    dx.par_chunks_mut(h * w).enumerate().for_each(|(i, dst)| {
+        let (ni, ci) = (i / c, i % c);
+        let (mut top, mut bottom) = (vec![0f32; w + 2], vec![0f32; w + 2]);
+        let (mut left, mut right) = (vec![0f32; h + 2], vec![0f32; h + 2]);
+        for oi in 0..o {
+            let k = &wt[(oi * c + ci) * 9..][..9];
+            let plane = &dy[(ni * o + oi) * h * w..][..h * w];
+            let col = &cols[(ni * o + oi) * 2 * h..][..2 * h];
+            let (first_row, last_row) = (&plane[..w], &plane[(h - 1) * w..]);
+            let (first_col, last_col) = col.split_at(h);
+            for b in 0..3 {
+                axpy(&mut top[b..], k[b], first_row);
+                axpy(&mut bottom[b..], k[6 + b], last_row);
+                axpy(&mut left[b..], k[3 * b], first_col);
+                axpy(&mut right[b..], k[3 * b + 2], last_col);
+            }
+        }
+        let row = |r: isize| reflect(r, h) * w;
+        let col = |q: usize| reflect(q as isize - 1, w);
+        for (q, v) in top.iter().enumerate() {
+            dst[row(-1) + col(q)] += v;
+        }
+        for p in 1..=h {
+            dst[(p - 1) * w + col(0)] += left[p];
+            dst[(p - 1) * w + col(w + 1)] += right[p];
+        }
+        for (q, v) in bottom.iter().enumerate() {
+            dst[row(h as isize) + col(q)] += v;
+        }
+    });
 }
 
 /// Z[xi][o][t] = (A dY A^T)[xi] for the 2x2 output-gradient tiles of tile
@@ -734,6 +809,7 @@ mod tests {
         for &(c, h, w, pad) in &[
             (3, 7, 9, Pad::Reflect1),
             (5, 6, 11, Pad::Zero2),
+            (4, 9, 12, Pad::Zero1),
             (2, 33, 40, Pad::Reflect1),
         ] {
             let g = Geo::new(h, w, pad, Tile::F2);
