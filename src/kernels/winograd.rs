@@ -60,8 +60,16 @@ const MIN_TILES: usize = 64;
 fn transform_weights(wt: &[f32], o: usize, c: usize, flip: bool) -> Vec<f32> {
     let (rows, cols) = if flip { (c, o) } else { (o, c) };
     let mut u = vec![0f32; 16 * rows * cols];
-    for oi in 0..o {
-        for ci in 0..c {
+    let dst = SendPtr(u.as_mut_ptr());
+    // One row of U per task, on all threads (as F4's): written one kernel at
+    // a time on the calling thread, this scatter with a stride of the whole
+    // [rows][cols] block left the other core idle (perf: ~2% of a Johnson
+    // training step's wall time).
+    (0..rows).into_par_iter().for_each(|r| {
+        // This row's 16 positions of `cols` values, then written out.
+        let mut local = vec![0f32; 16 * cols];
+        for cc in 0..cols {
+            let (oi, ci) = if flip { (cc, r) } else { (r, cc) };
             let k = &wt[(oi * c + ci) * 9..][..9];
             let g = |y: usize, x: usize| -> f32 {
                 if flip {
@@ -82,7 +90,6 @@ fn transform_weights(wt: &[f32], o: usize, c: usize, flip: bool) -> Vec<f32> {
                     }
                 })
             });
-            let (r, cc) = if flip { (ci, oi) } else { (oi, ci) };
             for (y, t) in t.iter().enumerate() {
                 let row = [
                     t[0],
@@ -91,11 +98,16 @@ fn transform_weights(wt: &[f32], o: usize, c: usize, flip: bool) -> Vec<f32> {
                     t[2],
                 ];
                 for (x, v) in row.into_iter().enumerate() {
-                    u[((y * 4 + x) * rows + r) * cols + cc] = v;
+                    local[(y * 4 + x) * cols + cc] = v;
                 }
             }
         }
-    }
+        for (xi, vals) in local.chunks_exact(cols).enumerate() {
+            // SAFETY: in bounds of `u`; each (position, r) row is written by
+            // the task of its `r` only.
+            unsafe { dst.copy_from((xi * rows + r) * cols, vals) };
+        }
+    });
     u
 }
 
