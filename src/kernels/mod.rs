@@ -45,6 +45,7 @@ macro_rules! widest_simd {
 pub mod alloc;
 pub mod amx;
 pub mod conv;
+pub mod gram;
 pub mod im2col;
 pub mod norm;
 pub mod pad;
