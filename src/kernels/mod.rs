@@ -45,8 +45,8 @@ macro_rules! widest_simd {
 pub mod alloc;
 pub mod amx;
 pub mod conv;
-pub mod gram;
 pub mod im2col;
+pub mod loss;
 pub mod norm;
 pub mod pad;
 pub mod winograd;

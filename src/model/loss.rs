@@ -53,12 +53,12 @@ pub fn style_musigma(feats: &[Tensor], style_feats: &[Tensor]) -> Result<Tensor>
 
 /// Gram matrices of a feature map [N,C,H,W] -> [N,C,C], normalised by C*H*W:
 /// `G = F F^T / (C H W)` with F the [C, H*W] feature matrix. On the CPU in
-/// f32 one op whose backward is one product ([`crate::kernels::gram`]).
+/// f32 one op whose backward is one product ([`crate::kernels::loss`]).
 pub fn gram(feat: &Tensor) -> Result<Tensor> {
     let (_, c, h, w) = feat.dims4()?;
     let scale = 1.0 / (c * h * w) as f64;
     if feat.device().is_cpu() && feat.dtype() == candle_core::DType::F32 {
-        return crate::kernels::gram::gram(feat, scale);
+        return crate::kernels::loss::gram(feat, scale);
     }
     gram_graph(feat, scale)
 }

@@ -143,10 +143,14 @@ impl Objective {
     }
 }
 
-/// Mean squared error, summed per row of the last dimension first: one f32
-/// sum over the half-million entries of relu4_1's Gram matrices was 1e-5 off
-/// (float64: `tests/johnson.rs`).
+/// Mean squared error, summed in f64: one f32 sum over the half-million
+/// entries of relu4_1's Gram matrices was 1e-5 off (float64:
+/// `tests/johnson.rs`). On the CPU in f32 one op ([`crate::kernels::loss`]);
+/// elsewhere summed per row of the last dimension first.
 fn mse(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    if a.device().is_cpu() && a.dtype() == candle_core::DType::F32 {
+        return crate::kernels::loss::mse(a, b);
+    }
     let d = (a - b)?.sqr()?;
     let last = d.dims().last().copied().unwrap_or(1).max(1);
     let rows = d.elem_count() / last;
