@@ -18,6 +18,8 @@
 //!   - [`winograd`]: its f32 kernels, Winograd F(2x2, 3x3) (F(4x4, 3x3) where no gradient flows);
 //!   - [`amx`]: its bf16 kernels on Intel AMX (`--precision bf16`);
 //!   - `kernels::im2col`: the other kernel sizes and strides (9x9, stride 2), f32;
+//!   - `kernels::norm`: instance normalisation (+ ReLU, + residual) with its backward;
+//!   - `kernels::loss`: the Gram matrices and the mean squared error, with their backward;
 //!   - [`alloc`]: the binaries' allocator (huge pages for large tensors);
 //!   - `kernels::pad`: what they share (reflection indices, padding kinds);
 //! - [`engine`]: a stylization job for every front-end: the plan (inputs,
