@@ -32,7 +32,7 @@ pub(crate) fn reflect(i: isize, n: usize) -> usize {
 pub(crate) enum Pad {
     /// ReflectionPad2d(1): the forward and weight-gradient input.
     Reflect1,
-    /// Zero padding of 2: the output gradient, for the input gradient.
+    /// Zero padding of 2: the output gradient, for the AMX input gradient.
     Zero2,
     /// Zero padding of 1: the output gradient, for the interior of the
     /// input gradient (`winograd::conv_grad_input`).

@@ -63,8 +63,8 @@ fn transform_weights(wt: &[f32], o: usize, c: usize, flip: bool) -> Vec<f32> {
     let dst = SendPtr(u.as_mut_ptr());
     // One row of U per task, on all threads (as F4's): written one kernel at
     // a time on the calling thread, this scatter with a stride of the whole
-    // [rows][cols] block left the other core idle (perf: ~2% of a Johnson
-    // training step's wall time).
+    // [rows][cols] block left the other core idle (perf: ~1% of a Johnson
+    // training step's samples, all on one thread).
     (0..rows).into_par_iter().for_each(|r| {
         // This row's 16 positions of `cols` values, then written out.
         let mut local = vec![0f32; 16 * cols];
