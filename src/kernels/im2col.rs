@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use super::pad::{huge_vec, reflect};
+use super::pad::{huge_vec, matmul, reflect};
 
 /// The im2col buffer of one chunk is about this large (fits a core's L2).
 const CHUNK_BYTES: usize = 1 << 20;
@@ -140,43 +140,6 @@ fn runs(chunks: &[(usize, usize, usize)]) -> Vec<&[(usize, usize, usize)]> {
 /// The longest chunk.
 fn max_len(chunks: &[(usize, usize, usize)]) -> usize {
     chunks.iter().map(|c| c.2 - c.1).max().unwrap_or(0)
-}
-
-/// `dst` (m x n, row stride `dst_rs`) (+)= lhs (m x k) rhs (k x n); each
-/// operand (pointer, row stride, column stride).
-///
-/// # Safety
-/// The views must lie inside live buffers of the sizes their strides imply.
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul(
-    (m, n, k): (usize, usize, usize),
-    dst: (*mut f32, usize),
-    accumulate: bool,
-    lhs: (*const f32, usize, usize),
-    rhs: (*const f32, usize, usize),
-    par: gemm::Parallelism,
-) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst.0,
-        1,
-        dst.1 as isize,
-        accumulate,
-        lhs.0,
-        lhs.2 as isize,
-        lhs.1 as isize,
-        rhs.0,
-        rhs.2 as isize,
-        rhs.1 as isize,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        par,
-    );
 }
 
 /// Forward: out `[N][O][Ho][Wo]` = conv(reflect_pad(x), wt) + b.

@@ -19,7 +19,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::pad::f32_slice;
+use super::pad::{f32_slice, matmul, sum2_f64};
 
 struct Gram {
     scale: f64,
@@ -47,28 +47,19 @@ impl CustomOp1 for Gram {
                 // SAFETY: g is c x c (row stride c), f is c x hw (row stride
                 // hw), read as F (rows c, columns hw) and as F^T.
                 unsafe {
-                    gemm::gemm(
-                        c,
-                        c,
-                        hw,
-                        g.as_mut_ptr(),
-                        1,
-                        c as isize,
+                    matmul(
+                        (c, c, hw),
+                        (g.as_mut_ptr(), c),
                         false,
-                        f.as_ptr(),
-                        1,
-                        hw as isize,
-                        f.as_ptr(),
-                        hw as isize,
-                        1,
-                        0.0,
-                        self.scale as f32,
-                        false,
-                        false,
-                        false,
+                        (f.as_ptr(), hw, 1),
+                        (f.as_ptr(), 1, hw),
                         par,
                     )
                 }
+                // the product's one rounding, then the scale's (as gemm's
+                // own scaling of the product would round them)
+                let scale = self.scale as f32;
+                g.iter_mut().for_each(|v| *v *= scale);
             });
         Ok((CpuStorage::F32(g), Shape::from((n, c, c))))
     }
@@ -89,9 +80,9 @@ pub fn gram(feat: &Tensor, scale: f64) -> Result<Tensor> {
 /// `mean((a - b)^2)` over all elements, as a scalar.
 struct Mse;
 
-/// Squares summed per chunk of this many values, each chunk in eight f64
-/// partial sums, the chunks' sums added in order: the same bits on any
-/// number of threads.
+/// Squares summed per chunk of this many values, each chunk in
+/// [`sum2_f64`]'s f64 partial sums, the chunks' sums added in order: the same
+/// bits on any number of threads.
 const CHUNK: usize = 1 << 16;
 
 impl CustomOp2 for Mse {
@@ -114,19 +105,11 @@ impl CustomOp2 for Mse {
             .par_chunks(CHUNK)
             .zip(b.par_chunks(CHUNK))
             .map(|(a, b)| {
-                let mut acc = [0f64; 8];
-                let ((ab, ar), (bb, br)) = (a.as_chunks::<8>(), b.as_chunks::<8>());
-                for (x, y) in ab.iter().zip(bb) {
-                    for j in 0..8 {
-                        let d = x[j] as f64 - y[j] as f64;
-                        acc[j] += d * d;
-                    }
-                }
-                for (j, (x, y)) in ar.iter().zip(br).enumerate() {
-                    let d = *x as f64 - *y as f64;
-                    acc[j] += d * d;
-                }
-                acc.iter().sum()
+                sum2_f64([a, b], |[x, y]| {
+                    let d = x as f64 - y as f64;
+                    (d * d, 0.0)
+                })
+                .0
             })
             .collect();
         let mean = sums.iter().sum::<f64>() / a.len() as f64;

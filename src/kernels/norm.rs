@@ -16,7 +16,9 @@
 use candle_core::{CpuStorage, CustomOp3, InplaceOp1, InplaceOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::pad::f32_slice;
+#[cfg(test)]
+use super::pad::LANES;
+use super::pad::{f32_slice, sum2_f64, sum_f64};
 
 /// (x `[N,C,H,W]`, weight `[C]`, bias `[C]`) -> `(x - mean) / sqrt(var + eps) *
 /// weight + bias` (then `max(0, .)` with `relu`), mean and biased variance
@@ -24,49 +26,6 @@ use super::pad::f32_slice;
 struct InstanceNorm {
     eps: f64,
     relu: bool,
-}
-
-/// Independent partial sums: a single f64 accumulator is one long dependency
-/// chain (an add's latency per value); eight of them vectorise.
-const LANES: usize = 8;
-
-/// The f64 sum of `f` over a plane's values, in [`LANES`] interleaved
-/// partial sums (value i into partial sum i % LANES, the partials added in
-/// order).
-#[inline(always)]
-fn sum_f64(p: &[f32], f: impl Fn(f32) -> f64) -> f64 {
-    // the unused second sum is dead code to the compiler
-    sum2_f64([p], |[v]| (f(v), 0.0)).0
-}
-
-/// Two sums over `S` planes of one length, read together value by value, in
-/// one pass, each in [`LANES`] interleaved partial sums of its own, so each
-/// is what a lone [`sum_f64`] of its terms gives, to the bit: the backward's
-/// two sums read the same gradient and mask once. The planes are walked in
-/// blocks of `LANES` (`as_chunks`), so the compiler sees every read in
-/// bounds and keeps the partial sums in one vector register: indexed by
-/// position, the reads were bounds-checked one by one and the loop stayed
-/// scalar (perf: the norm backward at ~6% of a Johnson training step).
-#[inline(always)]
-fn sum2_f64<const S: usize>(planes: [&[f32]; S], f: impl Fn([f32; S]) -> (f64, f64)) -> (f64, f64) {
-    let n = planes.first().map_or(0, |p| p.len());
-    assert!(planes.iter().all(|p| p.len() == n), "planes of one length");
-    let blocks: [(&[[f32; LANES]], &[f32]); S] = planes.map(|p| p.as_chunks::<LANES>());
-    let (mut a, mut b) = ([0f64; LANES], [0f64; LANES]);
-    for k in 0..n / LANES {
-        let block: [&[f32; LANES]; S] = std::array::from_fn(|s| &blocks[s].0[k]);
-        for j in 0..LANES {
-            let (u, v) = f(std::array::from_fn(|s| block[s][j]));
-            a[j] += u;
-            b[j] += v;
-        }
-    }
-    for j in 0..n % LANES {
-        let (u, v) = f(std::array::from_fn(|s| blocks[s].1[j]));
-        a[j] += u;
-        b[j] += v;
-    }
-    (a.iter().sum(), b.iter().sum())
 }
 
 /// Mean and 1/sqrt(var + eps) of one plane, in f64.

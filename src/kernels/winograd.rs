@@ -31,7 +31,7 @@
 
 use rayon::prelude::*;
 
-use super::pad::Pad;
+use super::pad::{matmul, Pad};
 
 mod f4;
 use f4::{transform_input_body as f4_input_body, transform_output_body as f4_output_body};
@@ -381,42 +381,6 @@ fn chunks(n: usize, c: usize, o: usize, g: &Geo) -> Vec<(usize, (usize, usize))>
         .collect()
 }
 
-/// `dst` (m x n, row stride `n`) (+)= `lhs` (m x k) `rhs` (k x n) on this
-/// thread; each operand given as (pointer, row stride, column stride).
-///
-/// # Safety
-/// The views must lie inside live buffers of the sizes their strides imply.
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul(
-    (m, n, k): (usize, usize, usize),
-    dst: *mut f32,
-    accumulate: bool,
-    lhs: (*const f32, usize, usize),
-    rhs: (*const f32, usize, usize),
-) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        n as isize,
-        accumulate,
-        lhs.0,
-        lhs.2 as isize,
-        lhs.1 as isize,
-        rhs.0,
-        rhs.2 as isize,
-        rhs.1 as isize,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    );
-}
-
 /// The chunks split into one contiguous run per thread, in order: each run
 /// reuses one set of buffers, and sums over runs come out the same every time.
 fn per_thread<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
@@ -492,10 +456,11 @@ fn correlate(
                     unsafe {
                         matmul(
                             (o, tc, c),
-                            m.as_mut_ptr().add(xi * o * tc),
+                            (m.as_mut_ptr().add(xi * o * tc), tc),
                             false,
                             (u.as_ptr().add(xi * o * c), c, 1),
                             (v.as_ptr().add(xi * c * tc), tc, 1),
+                            gemm::Parallelism::None,
                         );
                     }
                 }
@@ -680,10 +645,11 @@ fn add_folded_border(
             unsafe {
                 matmul(
                     (c, l, 3 * o),
-                    out.as_mut_ptr(),
+                    (out.as_mut_ptr(), l),
                     false,
                     (edges.as_ptr().add(side * c * 3 * o), 3 * o, 1),
                     (shifted.as_ptr(), l, 1),
+                    gemm::Parallelism::None,
                 );
             }
         });
@@ -792,10 +758,11 @@ pub fn conv_grad_weight(
                         unsafe {
                             matmul(
                                 (o, c, tc),
-                                du.as_mut_ptr().add(xi * o * c),
+                                (du.as_mut_ptr().add(xi * o * c), c),
                                 true,
                                 (z.as_ptr().add(xi * o * tc), tc, 1),
                                 (v.as_ptr().add(xi * c * tc), 1, tc),
+                                gemm::Parallelism::None,
                             );
                         }
                     }
