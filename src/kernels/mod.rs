@@ -2,7 +2,8 @@
 //! switch ([`conv`]), its f32 Winograd kernels ([`winograd`]), its bf16 kernels
 //! on Intel AMX ([`amx`]), the chunked im2col kernels of the other kernel
 //! sizes and strides ([`im2col`]: Johnson et al.'s 9x9 and stride-2 layers),
-//! instance normalisation with its backward ([`norm`]),
+//! instance normalisation with its backward ([`norm`]), the training losses'
+//! Gram matrices and squared error with theirs ([`loss`]),
 //! the allocator ([`alloc`]) and the helpers they all share ([`pad`]). `conv`
 //! calls `winograd`, `amx` and `im2col`; they call only `pad` and `alloc`.
 
